@@ -1,0 +1,266 @@
+"""Recipes: typed configuration, TOML files, and the registries that turn names into objects.
+
+A recipe (``models/NAME.toml``) has a ``name`` and three tables::
+
+    name = "vae"
+    [model]            # what the VAE is made of: see ModelConfig
+    [data]             # which data and how it is binarized: see DataConfig
+    [train]            # optimizer and loop settings: see TrainConfig
+
+Unknown keys are errors (a misspelt option is never silently ignored). A run stores the
+resolved recipe (:meth:`Config.to_dict`) in its folder and its checkpoint, so the model
+can be rebuilt without the recipe file (:func:`build_vae`).
+"""
+
+import dataclasses
+import tomllib
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+from .guides import DiagonalNormalGuide
+from .likelihoods import BernoulliLikelihood
+from .priors import StandardNormalPrior
+from .vae import VAE
+
+#: Priors by name: ``cls(latent_dim)``.
+PRIORS = {"standard_normal": StandardNormalPrior}
+#: Guides by name: ``cls(event_shape, latent_dim, hidden, activation)``.
+GUIDES = {"diagonal_normal": DiagonalNormalGuide}
+#: Likelihoods by name: ``cls(event_shape, latent_dim, hidden, activation)``.
+LIKELIHOODS = {"bernoulli": BernoulliLikelihood}
+
+
+@dataclass
+class ModelConfig:
+    """What the VAE is made of.
+
+    :ivar str prior: a key of :data:`PRIORS`.
+    :ivar str guide: a key of :data:`GUIDES`.
+    :ivar str likelihood: a key of :data:`LIKELIHOODS`.
+    :ivar int latent_dim: D, the size of z.
+    :ivar list hidden: hidden layer sizes of the encoder and of the decoder (mirrored).
+    :ivar str activation: a key of :data:`pyro_vae.nets.ACTIVATIONS`.
+    """
+
+    prior: str = "standard_normal"
+    guide: str = "diagonal_normal"
+    likelihood: str = "bernoulli"
+    latent_dim: int = 50
+    hidden: list = field(default_factory=lambda: [400])
+    activation: str = "softplus"
+
+
+@dataclass
+class DataConfig:
+    """Which data, and how it is binarized.
+
+    :ivar str name: ``digits``, ``fashion-mnist``, ``mnist`` or a path to a ``.npz``.
+    :ivar str binarization: ``dynamic`` (fresh binary training batches each epoch; test
+        binarized once with seed 777), ``static`` (binarized once) or ``none``.
+    :ivar data_dir: a folder searched first for data files (``None``: the default places).
+    :ivar bool download: allow torchvision to download missing files.
+    """
+
+    name: str = "digits"
+    binarization: str = "dynamic"
+    data_dir: str | None = None
+    download: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer and loop settings.
+
+    :ivar int epochs: passes over the training set.
+    :ivar int batch_size: images per step.
+    :ivar float lr: Adam's learning rate.
+    :ivar int seed: seeds Pyro/torch/numpy/python RNGs and the data order.
+    :ivar int eval_batch_size: images per batch when evaluating.
+    """
+
+    epochs: int = 100
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    eval_batch_size: int = 1000
+
+
+@dataclass
+class Config:
+    """A whole recipe: ``name`` plus the ``model``, ``data`` and ``train`` tables."""
+
+    name: str = "vae"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self):
+        """Plain nested dict (JSON- and checkpoint-safe)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d, where="recipe"):
+        """Build from a nested dict, refusing unknown keys and wrongly typed values.
+
+        :raises ConfigError: naming the bad key and the valid ones.
+        """
+        d = dict(d)
+        tables = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+        _check_keys(d, ["name", *tables], where)
+        kwargs = {}
+        if "name" in d:
+            kwargs["name"] = _coerce(d["name"], str, f"{where}: name")
+        for key, sub in tables.items():
+            if key in d:
+                if not isinstance(d[key], dict):
+                    raise ConfigError(f"{where}: [{key}] must be a table, got {d[key]!r}")
+                kwargs[key] = _sub_from_dict(sub, d[key], f"{where} [{key}]")
+        return cls(**kwargs)
+
+
+def _check_keys(d, valid, where):
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys are {sorted(valid)}")
+
+
+def _coerce(value, typ, where):
+    """Check ``value`` against a field type; ints are accepted for floats."""
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, bool):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, typ):
+        names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
+        raise ConfigError(f"{where}: expected {names}, got {value!r}")
+    return value
+
+
+def _sub_from_dict(cls, d, where):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(d, fields, where)
+    kwargs = {}
+    for k, v in d.items():
+        typ = fields[k].type
+        if isinstance(typ, types.UnionType):
+            typ = typ.__args__
+        kwargs[k] = _coerce(v, typ, f"{where} {k}")
+    return cls(**kwargs)
+
+
+def parse_value(text):
+    """Parse a command-line override value as TOML (``10``, ``1e-3``, ``[200, 100]``,
+    ``true``), falling back to the plain string (``fashion-mnist``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(config, overrides):
+    """Return a copy of ``config`` with ``{"table.key": value}`` overrides applied.
+
+    :raises ConfigError: for an unknown key or a wrongly typed value.
+    """
+    d = config.to_dict()
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        if len(parts) == 1 and parts[0] == "name":
+            d["name"] = value
+            continue
+        if len(parts) != 2 or parts[0] not in ("model", "data", "train"):
+            raise ConfigError(f"override {dotted!r}: expected TABLE.KEY with TABLE one of "
+                              "model, data, train (e.g. train.epochs=10), or name")
+        table, key = parts
+        if key not in d[table]:
+            raise ConfigError(f"override {dotted!r}: unknown key {key!r}; valid keys of [{table}] "
+                              f"are {sorted(d[table])}")
+        d[table][key] = value
+    return Config.from_dict(d, where="overrides")
+
+
+def load_recipe(path):
+    """Read ``models/NAME.toml`` into a :class:`Config`.
+
+    :raises ConfigError: if the file is missing, is not valid TOML, or has unknown keys.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} not found; give a path to a .toml file or the name "
+                          f"of one in models/ ({', '.join(list_recipes()) or 'none found'})")
+    try:
+        d = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"recipe {path}: not valid TOML ({e})") from None
+    d.setdefault("name", path.stem)
+    return Config.from_dict(d, where=f"recipe {path}")
+
+
+def recipe_dirs():
+    """Folders searched for recipes by name: ``./models`` and the source tree's ``models/``."""
+    here = Path(__file__).resolve().parent.parent / "models"
+    return [Path("models"), here]
+
+
+def list_recipes():
+    """Names of the recipes found in :func:`recipe_dirs`."""
+    names = set()
+    for d in recipe_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.toml"))
+    return sorted(names)
+
+
+def resolve_recipe(name_or_path):
+    """Find a recipe given as a path or a name (``vae`` -> ``models/vae.toml``).
+
+    ``None`` means the default recipe ``vae``; if no ``vae.toml`` is found (e.g. an
+    installed package without the source tree), the built-in defaults of :class:`Config`,
+    which equal ``models/vae.toml``, are used.
+
+    :returns: a :class:`Config`.
+    :raises ConfigError: if a named recipe is not found.
+    """
+    if name_or_path is None:
+        for d in recipe_dirs():
+            if (d / "vae.toml").is_file():
+                return load_recipe(d / "vae.toml")
+        return Config()
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists():
+        return load_recipe(p)
+    for d in recipe_dirs():
+        if (d / f"{name_or_path}.toml").is_file():
+            return load_recipe(d / f"{name_or_path}.toml")
+    raise ConfigError(f"no recipe named {name_or_path!r}; known recipes: {list_recipes()}")
+
+
+def _lookup(registry, name, what):
+    try:
+        return registry[name]
+    except KeyError:
+        raise ConfigError(f"unknown {what} {name!r}; choose one of {sorted(registry)}") from None
+
+
+def build_vae(model_config, event_shape):
+    """Build the :class:`~pyro_vae.vae.VAE` a :class:`ModelConfig` describes.
+
+    :param ModelConfig model_config: the ``[model]`` table.
+    :param tuple event_shape: shape of one datapoint, e.g. ``(784,)``.
+    :raises ConfigError: for unknown component names (listing the valid ones) or bad sizes.
+    """
+    m = model_config
+    prior_cls = _lookup(PRIORS, m.prior, "prior")
+    guide_cls = _lookup(GUIDES, m.guide, "guide")
+    likelihood_cls = _lookup(LIKELIHOODS, m.likelihood, "likelihood")
+    if m.latent_dim < 1:
+        raise ConfigError(f"model.latent_dim must be at least 1, got {m.latent_dim}")
+    hidden = list(m.hidden)
+    if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+        raise ConfigError(f"model.hidden must be a list of positive integers, got {m.hidden!r}")
+    return VAE(prior_cls(m.latent_dim),
+               guide_cls(event_shape, m.latent_dim, hidden, m.activation),
+               likelihood_cls(event_shape, m.latent_dim, hidden[::-1], m.activation),
+               event_shape=event_shape)

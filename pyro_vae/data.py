@@ -1,0 +1,456 @@
+"""Data sets, splits and the binarization protocol.
+
+Every data set is returned as :class:`ImageData`: float32 tensors with values in [0, 1],
+one row per image, flattened to ``(N, C*H*W)``, plus the image shape for figures.
+
+Sources (see :data:`DATASETS`):
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (1797 images, grey levels
+  0..16 scaled to [0, 1]); always available. Split with a fixed permutation (seed 0)
+  into 1200 train, 300 validation and 297 test images.
+- ``fashion-mnist`` and ``mnist``: the IDX files (``train-images-idx3-ubyte[.gz]``,
+  ``t10k-images-idx3-ubyte[.gz]``). Split as in the published tables (VampPrior,
+  Tomczak & Welling 2018, arXiv:1705.07120): train = first 50,000 training images,
+  validation = last 10,000, test = the 10,000 test images.
+- a path to a ``.npz`` file holding arrays ``train`` and ``test`` (and optionally
+  ``validation``; without it the last 10% of ``train`` is held out), each of shape
+  ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, D)``, uint8 in 0..255 or float in [0, 1].
+
+Where IDX files are looked for, in order: the explicit ``data_dir``, ``$PYRO_VAE_DATA``,
+the cache folder (``$XDG_CACHE_HOME/pyro_vae`` or ``~/.cache/pyro_vae``) and, for
+Fashion-MNIST, Debian's ``/usr/share/datasets/fashion-mnist``. In each folder the files
+may lie directly, under the data set's name, or in torchvision's ``<Class>/raw`` layout.
+Nothing is downloaded unless ``download=True`` (then torchvision fetches the files into
+the cache folder).
+
+Binarization (the protocol of the published tables): training batches are binarized
+afresh each epoch by sampling each pixel from Bernoulli(intensity) (dynamic
+binarization); the test set is binarized once with seed 777 and the validation set once
+with seed 778, so every model is evaluated on the same binary images.
+"""
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+#: Seed of the one-off binarization of the test set (the published protocol).
+TEST_BINARIZATION_SEED = 777
+#: Seed of the one-off binarization of the validation set.
+VALIDATION_BINARIZATION_SEED = 778
+#: Binarization settings: how training, validation and test images are made binary.
+BINARIZATIONS = ("dynamic", "static", "none")
+#: Debian's package ``dataset-fashion-mnist`` puts the IDX files here.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+_IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
+
+
+@dataclass
+class ImageData:
+    """Train/validation/test images of one data set, values in [0, 1].
+
+    :ivar str name: the data set's name.
+    :ivar torch.Tensor train: ``(N_train, D)`` float32.
+    :ivar torch.Tensor validation: ``(N_val, D)`` float32.
+    :ivar torch.Tensor test: ``(N_test, D)`` float32.
+    :ivar tuple image_shape: ``(C, H, W)`` of one image, ``C*H*W == D``.
+    :ivar str source: where the data came from, for the run's record.
+    """
+
+    name: str
+    train: torch.Tensor
+    validation: torch.Tensor
+    test: torch.Tensor
+    image_shape: tuple
+    source: str
+
+    @property
+    def event_shape(self):
+        """Shape of one datapoint as the networks see it: ``(D,)``."""
+        return (self.train.shape[1],)
+
+    @property
+    def is_binary(self):
+        """True when every value in every split is 0 or 1."""
+        return all(bool(((t == 0) | (t == 1)).all()) for t in (self.train, self.validation, self.test))
+
+
+def check_images(x, what):
+    """Check that ``x`` is a non-empty float tensor of shape ``(N, D)`` with values in [0, 1].
+
+    :param torch.Tensor x: the images.
+    :param str what: a name for the error message, e.g. ``"digits train split"``.
+    :raises DataError: for an empty set, NaN, or values outside [0, 1].
+    """
+    if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise DataError(f"{what}: expected a non-empty array of images, got shape {tuple(x.shape)}")
+    if torch.isnan(x).any():
+        raise DataError(f"{what}: {int(torch.isnan(x).sum())} values are NaN; clean the data first")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise DataError(
+            f"{what}: values must lie in [0, 1], found min {lo:g} and max {hi:g}; "
+            "scale the images (uint8 images are divided by 255 automatically)"
+        )
+    return x
+
+
+def _as_unit_float(array, what):
+    """uint8 0..255 -> float32 /255; float -> float32 (checked later)."""
+    array = np.asarray(array)
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array.astype(np.float32) / 255.0)
+    if np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) \
+            or array.dtype == np.bool_:
+        return torch.from_numpy(array.astype(np.float32))
+    raise DataError(f"{what}: expected uint8 or float images, got dtype {array.dtype}")
+
+
+def _image_shape(shape, what):
+    """(N, H, W) -> (1, H, W); (N, C, H, W) -> (C, H, W); (N, D) -> (1, 1, D)."""
+    if len(shape) == 3:
+        return (1, int(shape[1]), int(shape[2]))
+    if len(shape) == 4:
+        return tuple(int(s) for s in shape[1:])
+    if len(shape) == 2:
+        return (1, 1, int(shape[1]))
+    raise DataError(f"{what}: expected images of shape (N, H, W), (N, C, H, W) or (N, D), "
+                    f"got {tuple(shape)}")
+
+
+# --------------------------------------------------------------------------------------
+# scikit-learn's 8x8 digits
+
+
+def load_digits():
+    """Load scikit-learn's bundled 8x8 digits as :class:`ImageData` (1200/300/297 split).
+
+    Grey levels 0..16 are divided by 16. The split is a fixed permutation (seed 0).
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+
+    images = torch.from_numpy(_sk_load_digits().images.astype(np.float32) / 16.0).reshape(-1, 64)
+    perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
+    images = images[perm]
+    return ImageData("digits", images[:1200], images[1200:1500], images[1500:], (1, 8, 8),
+                     "scikit-learn load_digits")
+
+
+# --------------------------------------------------------------------------------------
+# IDX files (MNIST, Fashion-MNIST)
+
+
+def read_idx_images(path):
+    """Read an IDX image file (``.gz`` or raw) into a uint8 array of shape ``(N, H, W)``.
+
+    Format: a 4-byte big-endian magic number ``0x00000803`` (unsigned bytes, 3 dims),
+    three 4-byte big-endian sizes, then ``N*H*W`` bytes (LeCun et al., the MNIST format).
+
+    :param path: the file.
+    :raises DataError: if the file cannot be decompressed, has a wrong magic number,
+        zero sizes, or fewer or more bytes than its header says.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt. "
+                        "Delete it and fetch it again") from None
+    if len(raw) < 16:
+        raise DataError(f"{path}: only {len(raw)} bytes, too short for an IDX image header; "
+                        "the file is truncated. Delete it and fetch it again")
+    magic, n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in range(0, 16, 4))
+    if magic != _IDX_IMAGES_MAGIC:
+        raise DataError(f"{path}: magic number 0x{magic:08x}, expected 0x{_IDX_IMAGES_MAGIC:08x} "
+                        "(IDX, unsigned bytes, 3 dimensions); this is not an IDX image file")
+    if n == 0 or rows == 0 or cols == 0:
+        raise DataError(f"{path}: header gives sizes {n}x{rows}x{cols}; expected non-zero sizes")
+    expected = 16 + n * rows * cols
+    if len(raw) != expected:
+        raise DataError(f"{path}: header promises {n} images of {rows}x{cols} = {expected} bytes, "
+                        f"the file has {len(raw)}; it is truncated or corrupt. "
+                        "Delete it and fetch it again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+
+
+@dataclass(frozen=True)
+class IDXSource:
+    """Where and how to find one IDX data set.
+
+    :ivar str name: the data set's name on the command line.
+    :ivar tuple folders: sub-folder names tried inside each search folder.
+    :ivar str torchvision_class: the torchvision dataset class used for ``download=True``.
+    :ivar tuple system_dirs: extra folders where a system package installs the files.
+    :ivar str how_to_get: a hint printed when the files are missing.
+    """
+
+    name: str
+    folders: tuple
+    torchvision_class: str
+    system_dirs: tuple = ()
+    how_to_get: str = ""
+
+
+IDX_SOURCES = {
+    "fashion-mnist": IDXSource(
+        "fashion-mnist", ("", "fashion-mnist", "FashionMNIST/raw"), "FashionMNIST",
+        (DEBIAN_FASHION_MNIST,),
+        "on Debian/Ubuntu: apt-get install dataset-fashion-mnist; elsewhere pass --download "
+        "to fetch it with torchvision, or put the IDX files in --data-dir"),
+    "mnist": IDXSource(
+        "mnist", ("", "mnist", "MNIST/raw"), "MNIST", (),
+        "pass --download to fetch it with torchvision, or put the IDX files "
+        "(train-images-idx3-ubyte, t10k-images-idx3-ubyte, optionally .gz) in --data-dir"),
+}
+
+
+def cache_dir():
+    """The cache folder: ``$XDG_CACHE_HOME/pyro_vae`` or ``~/.cache/pyro_vae``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pyro_vae"
+
+
+def search_dirs(source, data_dir=None):
+    """The folders searched for ``source``'s files, in order (see the module docstring)."""
+    roots = []
+    if data_dir is not None:
+        roots.append(Path(data_dir))
+    if os.environ.get("PYRO_VAE_DATA"):
+        roots.append(Path(os.environ["PYRO_VAE_DATA"]))
+    roots.append(cache_dir())
+    dirs = [root / sub if sub else root for root in roots for sub in source.folders]
+    return dirs + [Path(d) for d in source.system_dirs]
+
+
+def _find_idx(folder, stem):
+    for candidate in (folder / stem, folder / (stem + ".gz")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_idx_files(source, data_dir=None):
+    """Return ``(train_images_path, test_images_path)`` of the first folder holding both.
+
+    :raises DataError: listing every folder looked in and how to get the files.
+    """
+    looked = search_dirs(source, data_dir)
+    for folder in looked:
+        train = _find_idx(folder, "train-images-idx3-ubyte")
+        test = _find_idx(folder, "t10k-images-idx3-ubyte")
+        if train is not None and test is not None:
+            return train, test
+    places = "\n  ".join(str(d) for d in looked)
+    raise DataError(f"{source.name}: no train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz] "
+                    f"found. Looked in:\n  {places}\nTo get them: {source.how_to_get}")
+
+
+def download_idx(source):
+    """Fetch ``source`` with torchvision into the cache folder (only on explicit request)."""
+    import torchvision.datasets
+
+    root = cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    cls = getattr(torchvision.datasets, source.torchvision_class)
+    try:
+        cls(str(root), train=True, download=True)
+        cls(str(root), train=False, download=True)
+    except Exception as e:  # network errors come in many types
+        raise DataError(f"{source.name}: download with torchvision failed ({e}); "
+                        f"{source.how_to_get}") from None
+
+
+def load_idx_dataset(name, data_dir=None, download=False):
+    """Load ``fashion-mnist`` or ``mnist`` from IDX files with the 50k/10k/10k split.
+
+    :raises DataError: files missing (listing where it looked), truncated or corrupt.
+    """
+    source = IDX_SOURCES[name]
+    try:
+        train_path, test_path = find_idx_files(source, data_dir)
+    except DataError:
+        if not download:
+            raise
+        download_idx(source)
+        train_path, test_path = find_idx_files(source, data_dir)
+    train = read_idx_images(train_path)
+    test = read_idx_images(test_path)
+    if train.shape[0] <= 10000:
+        raise DataError(f"{train_path}: {train.shape[0]} training images; the protocol holds out "
+                        "the last 10,000 for validation, so more than 10,000 are needed")
+    if train.shape[1:] != test.shape[1:]:
+        raise DataError(f"{name}: training images are {train.shape[1:]}, test images "
+                        f"{test.shape[1:]}; the files do not belong together")
+    h, w = train.shape[1:]
+    train_t = _as_unit_float(train, name).reshape(train.shape[0], -1)
+    test_t = _as_unit_float(test, name).reshape(test.shape[0], -1)
+    return ImageData(name, train_t[:-10000], train_t[-10000:], test_t, (1, h, w),
+                     f"{train_path.parent}")
+
+
+# --------------------------------------------------------------------------------------
+# A user's .npz
+
+
+def load_npz(path):
+    """Load a user's ``.npz`` of images (see the module docstring for the keys).
+
+    :raises DataError: if the file is unreadable, lacks ``train`` or ``test``, or the
+        arrays disagree in image shape.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except Exception as e:  # zipfile, pickle-refusal and format errors
+        raise DataError(f"{path}: cannot read it as a .npz file ({e})") from None
+    missing = [k for k in ("train", "test") if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}. "
+                        "Save it with np.savez(path, train=..., test=..., validation=...)")
+    shapes = {k: a.shape for k, a in arrays.items() if k in ("train", "validation", "test")}
+    image_shape = _image_shape(arrays["train"].shape, f"{path} 'train'")
+    for k, shape in shapes.items():
+        if _image_shape(shape, f"{path} {k!r}") != image_shape:
+            raise DataError(f"{path}: array {k!r} has images of shape {shape[1:]}, "
+                            f"'train' has {arrays['train'].shape[1:]}")
+    size = int(np.prod(image_shape))
+    splits = {k: _as_unit_float(arrays[k], f"{path} {k!r}").reshape(shapes[k][0], size)
+              for k in shapes}
+    train = splits["train"]
+    if "validation" in splits:
+        validation = splits["validation"]
+    else:
+        n_val = max(1, train.shape[0] // 10)
+        if train.shape[0] - n_val < 1:
+            raise DataError(f"{path}: 'train' has {train.shape[0]} image(s), too few to hold out "
+                            "a validation split; add a 'validation' array")
+        train, validation = train[:-n_val], train[-n_val:]
+    return ImageData(path.stem, train, validation, splits["test"], image_shape, str(path))
+
+
+#: Built-in data sets by name.
+DATASETS = {
+    "digits": lambda data_dir=None, download=False: load_digits(),
+    "fashion-mnist": lambda data_dir=None, download=False: load_idx_dataset(
+        "fashion-mnist", data_dir, download),
+    "mnist": lambda data_dir=None, download=False: load_idx_dataset("mnist", data_dir, download),
+}
+
+
+def load_dataset(name, data_dir=None, download=False):
+    """Load a data set by name (a key of :data:`DATASETS`) or a path to a ``.npz`` file.
+
+    :param str name: ``digits``, ``fashion-mnist``, ``mnist`` or ``path/to/file.npz``.
+    :param data_dir: a folder to search first for IDX files.
+    :param bool download: allow torchvision to download missing files into the cache.
+    :returns: :class:`ImageData` with every split checked (non-empty, no NaN, in [0, 1]).
+    :raises DataError: for an unknown name (listing the valid ones), missing or corrupt
+        files, or bad values.
+    """
+    if str(name).endswith(".npz"):
+        data = load_npz(name)
+    elif name in DATASETS:
+        data = DATASETS[name](data_dir=data_dir, download=download)
+    else:
+        raise DataError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)} "
+                        "or give a path to a .npz file")
+    for split in ("train", "validation", "test"):
+        check_images(getattr(data, split), f"{data.name} {split} split")
+    return data
+
+
+def binarize(x, seed=None, generator=None):
+    """Sample binary images: each pixel ~ Bernoulli(intensity).
+
+    :param torch.Tensor x: intensities in [0, 1], any shape.
+    :param int seed: seed of a fresh generator (ignored when ``generator`` is given).
+    :param torch.Generator generator: a generator to draw from (its state advances).
+    :returns: a float tensor of 0s and 1s, the shape of ``x``.
+    """
+    if generator is None:
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(int(seed if seed is not None else 0))
+    return torch.bernoulli(x, generator=generator)
+
+
+def prepare_eval_splits(data, binarization):
+    """The validation and test sets as the model sees them under ``binarization``.
+
+    ``"dynamic"`` and ``"static"``: binarized once with :data:`VALIDATION_BINARIZATION_SEED`
+    and :data:`TEST_BINARIZATION_SEED`; ``"none"``: unchanged.
+
+    :returns: ``(validation, test)`` tensors.
+    :raises DataError: for an unknown binarization.
+    """
+    check_binarization(binarization)
+    if binarization == "none":
+        return data.validation, data.test
+    return (binarize(data.validation, VALIDATION_BINARIZATION_SEED),
+            binarize(data.test, TEST_BINARIZATION_SEED))
+
+
+def check_binarization(binarization):
+    """:raises DataError: unless ``binarization`` is one of :data:`BINARIZATIONS`."""
+    if binarization not in BINARIZATIONS:
+        raise DataError(f"unknown binarization {binarization!r}; choose one of {list(BINARIZATIONS)}")
+
+
+class EpochBatches:
+    """Minibatches of the training set, shuffled and (optionally) binarized each epoch.
+
+    With ``"dynamic"`` binarization every epoch draws fresh binary images; with
+    ``"static"`` the training set is binarized once (seed 0 of the data generator) and only
+    shuffled; with ``"none"`` images are used as they are. All randomness comes from one
+    :class:`torch.Generator` whose state is saved in checkpoints, so a resumed run sees
+    the same batches.
+
+    :param torch.Tensor train: ``(N, D)`` intensities in [0, 1] (on the training device).
+    :param int batch_size: images per batch; the last batch of an epoch may be smaller.
+    :param str binarization: one of :data:`BINARIZATIONS`.
+    :param int seed: seed of the data generator.
+    """
+
+    def __init__(self, train, batch_size, binarization, seed):
+        check_binarization(binarization)
+        if batch_size < 1:
+            raise DataError(f"batch_size must be at least 1, got {batch_size}")
+        self.train = train
+        self.batch_size = int(batch_size)
+        self.binarization = binarization
+        self.generator = torch.Generator(device=train.device)
+        self.generator.manual_seed(int(seed))
+        if binarization == "static":
+            self.train = binarize(train, generator=self.generator)
+
+    def __len__(self):
+        return -(-self.train.shape[0] // self.batch_size)
+
+    def epoch(self):
+        """Yield the batches of one epoch, each ``(b, D)``: one permutation, one binarization."""
+        perm = torch.randperm(self.train.shape[0], generator=self.generator, device=self.train.device)
+        x = self.train[perm]
+        if self.binarization == "dynamic":
+            x = torch.bernoulli(x, generator=self.generator)
+        for start in range(0, x.shape[0], self.batch_size):
+            yield x[start:start + self.batch_size]
+
+    def get_state(self):
+        """The generator state (a uint8 tensor), for checkpoints."""
+        return self.generator.get_state()
+
+    def set_state(self, state):
+        """Restore a state from :meth:`get_state`."""
+        self.generator.set_state(state)

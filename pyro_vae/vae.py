@@ -1,0 +1,94 @@
+"""The VAE: a Pyro model (prior + likelihood) and a Pyro guide (encoder posterior).
+
+``VAE(prior, guide, likelihood)`` composes three modules and knows nothing of inference:
+``vae.model`` and ``vae.guide`` hold only ``pyro.module``, ``pyro.plate`` and
+``pyro.sample``, so any ``pyro.infer`` algorithm takes them unchanged::
+
+    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}),
+                         pyro.infer.Trace_ELBO())
+
+Sites: ``"z"`` (latent, batch ``(B,)``, event ``(D,)``) and ``"x"`` (observed, batch
+``(B,)``, event ``event_shape``), both inside ``pyro.plate("data", B, dim=-1)``. The
+leftmost dims are free for an outer particle plate.
+"""
+
+import pyro
+from torch import nn
+
+
+class VAE(nn.Module):
+    """A variational autoencoder (Kingma & Welling 2013, arXiv:1312.6114; Rezende et al.
+    2014, arXiv:1401.4082) as a Pyro model/guide pair.
+
+    :param prior: a module; ``prior(B)`` returns p(z) with batch ``(B,)``, event ``(D,)``.
+    :param guide: a module; ``guide(x)`` returns q(z|x) with batch ``(B,)``, event ``(D,)``.
+    :param likelihood: a module; ``likelihood(z)`` returns p(x|z) with event ``event_shape``.
+    :param tuple event_shape: shape of one datapoint; taken from ``likelihood.event_shape``
+        when not given.
+    :param str name: prefix of the parameter names in Pyro's param store.
+    :raises ValueError: if the event shape is unknown.
+
+    The modules are reachable as ``vae.prior``, ``vae.posterior`` (the guide module; the
+    name ``guide`` is the Pyro guide method) and ``vae.likelihood``.
+    """
+
+    def __init__(self, prior, guide, likelihood, event_shape=None, name="vae"):
+        super().__init__()
+        self.prior = prior
+        self.posterior = guide
+        self.likelihood = likelihood
+        if event_shape is None:
+            event_shape = getattr(likelihood, "event_shape", None)
+        if event_shape is None:
+            raise ValueError("event_shape is unknown: pass VAE(..., event_shape=(784,))")
+        self.event_shape = tuple(int(s) for s in event_shape)
+        self.name = name
+
+    def check_input(self, x):
+        """Check that ``x`` has shape ``(B, *event_shape)``; return ``B``.
+
+        :raises ValueError: naming the expected and the actual shape.
+        """
+        if x.dim() != len(self.event_shape) + 1 or tuple(x.shape[1:]) != self.event_shape:
+            expected = ", ".join(["B"] + [str(s) for s in self.event_shape])
+            raise ValueError(
+                f"expected x of shape ({expected}), got {tuple(x.shape)}; "
+                "the network was built for that datapoint shape"
+            )
+        return x.shape[0]
+
+    def model(self, x):
+        """The generative model p(z) p(x|z) with ``x`` observed.
+
+        :param torch.Tensor x: a batch, shape ``(B, *event_shape)``.
+        :returns: the latent sample ``z`` (leading particle dims, then ``(B, D)``).
+        """
+        batch_size = self.check_input(x)
+        pyro.module(self.name + ".prior", self.prior)
+        pyro.module(self.name + ".likelihood", self.likelihood)
+        with pyro.plate("data", batch_size, dim=-1):
+            z = pyro.sample("z", self.prior(batch_size))
+            pyro.sample("x", self.likelihood(z), obs=x)
+        return z
+
+    def guide(self, x):
+        """The amortized variational posterior q(z|x).
+
+        :param torch.Tensor x: a batch, shape ``(B, *event_shape)``.
+        :returns: the latent sample ``z``.
+        """
+        batch_size = self.check_input(x)
+        pyro.module(self.name + ".guide", self.posterior)
+        with pyro.plate("data", batch_size, dim=-1):
+            return pyro.sample("z", self.posterior(x))
+
+    def reconstruct(self, x):
+        """Decode the guide's mean latent: the mean of p(x | E_q[z]), shape ``(B, *event_shape)``."""
+        self.check_input(x)
+        q = self.posterior(x)
+        return self.likelihood(q.mean).mean
+
+    def sample(self, num_samples):
+        """Draw z from the prior and return the likelihood's mean, shape ``(n, *event_shape)``."""
+        z = self.prior(num_samples).sample()
+        return self.likelihood(z).mean

@@ -1,0 +1,224 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae import data as D
+from pyro_vae.errors import DataError
+
+
+def write_idx(path, images, magic=0x00000803, truncate=0, gz=False):
+    images = np.asarray(images, dtype=np.uint8)
+    header = b"".join(int(v).to_bytes(4, "big") for v in (magic, *images.shape))
+    raw = header + images.tobytes()
+    if truncate:
+        raw = raw[:-truncate]
+    if gz:
+        with gzip.open(path, "wb") as f:
+            f.write(raw)
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+def fake_idx_folder(folder, n_train=10005, n_test=7, gz=True):
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    suffix = ".gz" if gz else ""
+    write_idx(folder / f"train-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_train, 4, 3)), gz=gz)
+    write_idx(folder / f"t10k-images-idx3-ubyte{suffix}", rng.integers(0, 256, (n_test, 4, 3)), gz=gz)
+    return folder
+
+
+def test_digits_splits():
+    d = D.load_dataset("digits")
+    assert d.train.shape == (1200, 64) and d.validation.shape == (300, 64) and d.test.shape == (297, 64)
+    assert d.image_shape == (1, 8, 8) and d.event_shape == (64,)
+    assert float(d.train.min()) == 0.0 and float(d.train.max()) == 1.0
+    assert not d.is_binary
+    # the split is fixed
+    assert torch.equal(D.load_dataset("digits").test, d.test)
+
+
+def test_unknown_dataset_lists_valid_names():
+    with pytest.raises(DataError, match=r"unknown data set 'cifar'.*digits.*fashion-mnist.*mnist"):
+        D.load_dataset("cifar")
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_roundtrip_and_protocol_split(tmp_path, gz):
+    fake_idx_folder(tmp_path, gz=gz)
+    d = D.load_dataset("mnist", data_dir=tmp_path)
+    assert d.train.shape == (5, 12) and d.validation.shape == (10000, 12) and d.test.shape == (7, 12)
+    assert d.image_shape == (1, 4, 3)
+    raw = D.read_idx_images(tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else "")))
+    assert torch.allclose(d.train, torch.from_numpy(raw[:5].reshape(5, -1) / 255.0).float())
+    assert torch.allclose(d.validation, torch.from_numpy(raw[5:].reshape(10000, -1) / 255.0).float())
+
+
+def test_search_order_env_and_torchvision_layout(tmp_path, monkeypatch):
+    fake_idx_folder(tmp_path / "env" / "FashionMNIST" / "raw")
+    monkeypatch.setenv("PYRO_VAE_DATA", str(tmp_path / "env"))
+    train, test = D.find_idx_files(D.IDX_SOURCES["fashion-mnist"])
+    assert train.parent == tmp_path / "env" / "FashionMNIST" / "raw"
+    # an explicit data_dir comes first
+    fake_idx_folder(tmp_path / "explicit")
+    train, _ = D.find_idx_files(D.IDX_SOURCES["fashion-mnist"], tmp_path / "explicit")
+    assert train.parent == tmp_path / "explicit"
+
+
+def test_missing_files_say_where_and_how(tmp_path, monkeypatch):
+    monkeypatch.setattr(D, "IDX_SOURCES", {**D.IDX_SOURCES, "fashion-mnist": D.IDXSource(
+        "fashion-mnist", ("", "fashion-mnist"), "FashionMNIST", (tmp_path / "debian",),
+        D.IDX_SOURCES["fashion-mnist"].how_to_get)})
+    with pytest.raises(DataError) as e:
+        D.load_dataset("fashion-mnist", data_dir=tmp_path / "mine")
+    msg = str(e.value)
+    assert str(tmp_path / "mine") in msg and str(tmp_path / "debian") in msg
+    assert "apt-get install dataset-fashion-mnist" in msg and "--download" in msg
+    with pytest.raises(DataError, match="Looked in"):
+        D.load_dataset("mnist", data_dir=tmp_path / "mine")
+
+
+def test_idx_wrong_magic(tmp_path):
+    p = write_idx(tmp_path / "x-idx3-ubyte", np.zeros((2, 3, 3)), magic=0x00000801)
+    with pytest.raises(DataError, match="magic number 0x00000801"):
+        D.read_idx_images(p)
+
+
+def test_idx_truncated(tmp_path):
+    p = write_idx(tmp_path / "x-idx3-ubyte", np.zeros((2, 3, 3)), truncate=5)
+    with pytest.raises(DataError, match="truncated"):
+        D.read_idx_images(p)
+    short = tmp_path / "short"
+    short.write_bytes(b"\x00\x00\x08")
+    with pytest.raises(DataError, match="too short"):
+        D.read_idx_images(short)
+
+
+def test_idx_zero_sizes(tmp_path):
+    p = tmp_path / "zero"
+    p.write_bytes(b"".join(int(v).to_bytes(4, "big") for v in (0x803, 0, 28, 28)))
+    with pytest.raises(DataError, match="non-zero sizes"):
+        D.read_idx_images(p)
+
+
+def test_idx_corrupt_gzip(tmp_path):
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = gzip.compress(b"\x00" * 1000)
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="truncated or corrupt"):
+        D.read_idx_images(p)
+
+
+def test_idx_too_few_training_images(tmp_path):
+    fake_idx_folder(tmp_path, n_train=100)
+    with pytest.raises(DataError, match="more than 10,000"):
+        D.load_dataset("mnist", data_dir=tmp_path)
+
+
+def test_npz_loading(tmp_path):
+    rng = np.random.default_rng(0)
+    p = tmp_path / "mine.npz"
+    np.savez(p, train=rng.integers(0, 256, (20, 5, 5), dtype=np.uint8),
+             test=rng.integers(0, 256, (4, 5, 5), dtype=np.uint8))
+    d = D.load_dataset(str(p))
+    assert d.train.shape == (18, 25) and d.validation.shape == (2, 25) and d.test.shape == (4, 25)
+    assert d.image_shape == (1, 5, 5) and d.name == "mine"
+    np.savez(p, train=rng.random((6, 3)), validation=rng.random((2, 3)), test=rng.random((2, 3)))
+    d = D.load_dataset(str(p))
+    assert d.validation.shape == (2, 3) and d.train.dtype == torch.float32
+
+
+def test_npz_missing_arrays(tmp_path):
+    p = tmp_path / "bad.npz"
+    np.savez(p, images=np.zeros((3, 4)))
+    with pytest.raises(DataError, match=r"missing array\(s\) \['train', 'test'\]; found \['images'\]"):
+        D.load_dataset(str(p))
+
+
+def test_npz_not_a_zip(tmp_path):
+    p = tmp_path / "bad.npz"
+    p.write_bytes(b"not a zip file at all")
+    with pytest.raises(DataError, match="cannot read it as a .npz"):
+        D.load_dataset(str(p))
+    with pytest.raises(DataError, match="no such file"):
+        D.load_dataset(str(tmp_path / "absent.npz"))
+
+
+def test_npz_mismatched_shapes(tmp_path):
+    p = tmp_path / "bad.npz"
+    np.savez(p, train=np.zeros((5, 4, 4)), test=np.zeros((2, 3, 3)))
+    with pytest.raises(DataError, match="'test' has images of shape"):
+        D.load_dataset(str(p))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.full((5, 4), 1.5), "values must lie in \\[0, 1\\].*max 1.5"),
+    (np.full((5, 4), -0.1), "values must lie in \\[0, 1\\].*min -0.1"),
+    (np.array([[0.1, np.nan]] * 5), "NaN"),
+])
+def test_values_outside_unit_interval_or_nan(tmp_path, bad, match):
+    p = tmp_path / "bad.npz"
+    np.savez(p, train=bad, test=np.zeros((2, bad.shape[1])))
+    with pytest.raises(DataError, match=match):
+        D.load_dataset(str(p))
+
+
+def test_empty_split(tmp_path):
+    p = tmp_path / "empty.npz"
+    np.savez(p, train=np.zeros((5, 4)), test=np.zeros((0, 4)))
+    with pytest.raises(DataError, match="non-empty"):
+        D.load_dataset(str(p))
+
+
+def test_test_binarization_is_fixed_by_seed_777():
+    d = D.load_dataset("digits")
+    _, test1 = D.prepare_eval_splits(d, "dynamic")
+    _, test2 = D.prepare_eval_splits(d, "static")
+    assert torch.equal(test1, test2)
+    assert torch.equal(test1, torch.bernoulli(d.test, generator=torch.Generator().manual_seed(777)))
+    assert set(test1.unique().tolist()) == {0.0, 1.0}
+    val, test = D.prepare_eval_splits(d, "none")
+    assert torch.equal(test, d.test)
+    with pytest.raises(DataError, match="unknown binarization 'otsu'"):
+        D.prepare_eval_splits(d, "otsu")
+
+
+def test_dynamic_binarization_changes_each_epoch_and_is_seeded():
+    x = torch.full((50, 10), 0.5)
+    b = D.EpochBatches(x, 20, "dynamic", seed=3)
+    e1 = torch.cat(list(b.epoch()))
+    e2 = torch.cat(list(b.epoch()))
+    assert [t.shape[0] for t in D.EpochBatches(x, 20, "dynamic", 3).epoch()] == [20, 20, 10]
+    assert set(e1.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(e1, e2)
+    b2 = D.EpochBatches(x, 20, "dynamic", seed=3)
+    assert torch.equal(torch.cat(list(b2.epoch())), e1)
+    state = b2.get_state()
+    after = torch.cat(list(b2.epoch()))
+    b2.set_state(state)
+    assert torch.equal(torch.cat(list(b2.epoch())), after)
+
+
+def test_static_binarization_fixed_across_epochs():
+    x = torch.rand(30, 6)
+    b = D.EpochBatches(x, 30, "static", seed=1)
+    e1, e2 = next(b.epoch()), next(b.epoch())
+    # same binary images, only reordered
+    assert torch.equal(e1.sum(0), e2.sum(0))
+
+
+FMNIST = D.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz"
+
+
+@pytest.mark.skipif(not FMNIST.exists(),
+                    reason="real Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
+def test_real_fashion_mnist_protocol_split():
+    d = D.load_dataset("fashion-mnist")
+    assert d.train.shape == (50000, 784)
+    assert d.validation.shape == (10000, 784)
+    assert d.test.shape == (10000, 784)
+    assert d.image_shape == (1, 28, 28)
+    assert 0.0 <= float(d.train.min()) and float(d.train.max()) <= 1.0
