@@ -1,0 +1,168 @@
+"""Training throughput: the project's SVI loop against a plain-PyTorch loop.
+
+Both train the same network (the Pyro VAE example's: MLP 784-400-50 with softplus, a
+diagonal-Gaussian encoder, a Bernoulli decoder) with Adam on the same single-sample ELBO
+estimator, log p(x|z) + log p(z) - log q(z|x) at one z ~ q(z|x), which is what Pyro's
+Trace_ELBO computes from its traces.
+
+Two measurements, both alternating between the two loops in one process so that both see
+the same machine state:
+
+The project's trainer uses Adam's fused kernel (see ``pyro_vae.train.make_optimizer``);
+the plain loop is measured twice: as written straightforwardly (default ``torch.optim.Adam``)
+and with the same fused Adam, which isolates what Pyro's tracing and distribution objects
+cost.
+
+1. steps: blocks of ``--steps`` optimizer steps on the same pre-binarized batches, the
+   batches prepared outside the timer, the first block of each loop discarded as warm-up
+   (the method of DESIGN.md).
+2. epochs: whole epochs over the training set, data path included: the project's
+   ``Trainer.train_epoch`` (shuffle + dynamic binarization + batches), against a plain
+   loop that indexes each batch out of the dataset tensor and binarizes it.
+
+Usage::
+
+    python analysis/benchmark_training.py                       # Fashion-MNIST, batch 256
+    python analysis/benchmark_training.py --data digits --blocks 2 --steps 5 --epochs 1
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pyro_vae.config import ModelConfig, build_vae  # noqa: E402
+from pyro_vae.data import EpochBatches, load_dataset  # noqa: E402
+from pyro_vae.train import Trainer  # noqa: E402
+
+LOG_2PI = 1.8378770664093453
+
+
+class PlainVAE(nn.Module):
+    """The same network in plain PyTorch, with the same Monte Carlo ELBO as Trace_ELBO."""
+
+    def __init__(self, x_dim, hidden, z_dim):
+        super().__init__()
+        self.z_dim = z_dim
+        self.encoder = nn.Sequential(nn.Linear(x_dim, hidden), nn.Softplus(),
+                                     nn.Linear(hidden, 2 * z_dim))
+        self.decoder = nn.Sequential(nn.Linear(z_dim, hidden), nn.Softplus(),
+                                     nn.Linear(hidden, x_dim))
+
+    def loss(self, x):
+        """Negative single-sample ELBO summed over the batch, nats."""
+        loc, raw = self.encoder(x).split(self.z_dim, dim=-1)
+        scale = F.softplus(raw) + 1e-5
+        eps = torch.randn_like(loc)
+        z = loc + scale * eps
+        log_q = (-0.5 * eps**2 - scale.log() - 0.5 * LOG_2PI).sum(-1)
+        log_p_z = (-0.5 * z**2 - 0.5 * LOG_2PI).sum(-1)
+        log_p_x = -F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none").sum(-1)
+        return -(log_p_x + log_p_z - log_q).sum()
+
+
+def plain_step(model, optimizer, x):
+    optimizer.zero_grad(set_to_none=True)
+    loss = model.loss(x)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def plain_epoch(model, optimizer, train, batch_size, generator):
+    """A straightforward plain epoch: index each batch out of the dataset, binarize it."""
+    perm = torch.randperm(train.shape[0], generator=generator)
+    for start in range(0, train.shape[0], batch_size):
+        x = torch.bernoulli(train[perm[start:start + batch_size]], generator=generator)
+        plain_step(model, optimizer, x)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default="fashion-mnist")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--blocks", type=int, default=11, help="blocks per loop (first is warm-up)")
+    parser.add_argument("--steps", type=int, default=20, help="steps per block")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per loop (alternating)")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="use only the first N training images for the epoch measurement")
+    parser.add_argument("--json", help="also write the results to this file")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    data = load_dataset(args.data)
+    train = data.train[:args.train_size] if args.train_size else data.train
+    x_dim, bs = train.shape[1], args.batch_size
+    vae = build_vae(ModelConfig(latent_dim=50, hidden=[400], activation="softplus"), (x_dim,))
+    trainer = Trainer(vae, EpochBatches(train, bs, "dynamic", seed=0), lr=1e-3)
+    plain = PlainVAE(x_dim, 400, 50)
+    plain_opt = torch.optim.Adam(plain.parameters(), lr=1e-3)
+    fused = PlainVAE(x_dim, 400, 50)
+    fused_opt = torch.optim.Adam(fused.parameters(), lr=1e-3, fused=True)
+    loops = {
+        "project": trainer.training_step,
+        "plain": lambda x: plain_step(plain, plain_opt, x),
+        "plain_fused_adam": lambda x: plain_step(fused, fused_opt, x),
+    }
+
+    # 1. steady-state steps on the same prepared batches
+    fixed = [torch.bernoulli(train[(i * bs) % (train.shape[0] - bs):][:bs])
+             for i in range(args.steps)]
+    times = {name: [] for name in loops}
+    for block in range(args.blocks):
+        for name, step in loops.items():
+            start = time.perf_counter()
+            for x in fixed:
+                step(x)
+            if block > 0:
+                times[name].append(time.perf_counter() - start)
+    steps = {k: args.steps * bs / statistics.median(v) for k, v in times.items()} \
+        if args.blocks > 1 else None
+
+    # 2. whole epochs, data path included
+    generator = torch.Generator().manual_seed(0)
+    epoch_loops = {
+        "project": trainer.train_epoch,
+        "plain": lambda: plain_epoch(plain, plain_opt, train, bs, generator),
+        "plain_fused_adam": lambda: plain_epoch(fused, fused_opt, train, bs, generator),
+    }
+    epoch_times = {name: [] for name in epoch_loops}
+    for _ in range(args.epochs):
+        for name, run_epoch in epoch_loops.items():
+            start = time.perf_counter()
+            run_epoch()
+            epoch_times[name].append(time.perf_counter() - start)
+    epochs = {k: train.shape[0] / statistics.median(v) for k, v in epoch_times.items()}
+
+    results = {"data": args.data, "batch_size": bs, "threads": torch.get_num_threads(),
+               "torch": torch.__version__, "pyro": pyro.__version__}
+    print(f"data {args.data}, batch {bs}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, pyro {pyro.__version__}")
+    print("images/s          project   plain PyTorch (default Adam)   plain PyTorch (fused Adam)")
+    for label, measured, how in (("steps", steps, f"median of {args.blocks - 1} blocks of "
+                                                   f"{args.steps} steps"),
+                                 ("epochs", epochs, f"median of {args.epochs}, data path included")):
+        if not measured:
+            continue
+        ratios = {"ratio_vs_plain": measured["project"] / measured["plain"],
+                  "ratio_vs_plain_fused_adam": measured["project"] / measured["plain_fused_adam"]}
+        results[label] = {"images_per_second": measured, **ratios}
+        print(f"{label:<8} {measured['project']:>15,.0f} {measured['plain']:>18,.0f} "
+              f"(ratio {ratios['ratio_vs_plain']:.3f}) {measured['plain_fused_adam']:>14,.0f} "
+              f"(ratio {ratios['ratio_vs_plain_fused_adam']:.3f})   [{how}]")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pyro_vae import cli
+from pyro_vae.checkpoint import load_checkpoint
+
+TINY = ["--quiet", "--epochs", "2", "--batch-size", "200", "--latent-dim", "4",
+        "--set", "model.hidden=[16]", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    assert cli.main(["train", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_train_writes_the_run_folder(trained_run, capsys):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.json", "checkpoint.pt", "metrics.jsonl", "eval.json", "samples.png",
+            "reconstructions.png", "curves.png"} <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model"]["hidden"] == [16] and config["train"]["epochs"] == 2
+    assert len((trained_run / "metrics.jsonl").read_text().splitlines()) == 2
+    state = load_checkpoint(trained_run)
+    assert state["config"] == config and state["epoch"] == 2
+    result = json.loads((trained_run / "eval.json").read_text())
+    assert result["test_elbo"] < 0 and result["num_test"] == 297
+
+
+def test_evaluate_reproduces_the_training_summary(trained_run, capsys):
+    before = json.loads((trained_run / "eval.json").read_text())
+    assert cli.main(["evaluate", str(trained_run), "--device", "cpu"]) == 0
+    after = json.loads((trained_run / "eval.json").read_text())
+    assert after["test_elbo"] == pytest.approx(before["test_elbo"], abs=1e-5)
+    assert "validation_elbo" in after  # earlier keys are kept
+    assert '"test_elbo"' in capsys.readouterr().out
+
+
+def test_sample(trained_run, tmp_path, capsys):
+    out = tmp_path / "s.png"
+    assert cli.main(["sample", str(trained_run), "-n", "16", "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert cli.main(["sample", str(trained_run), "-n", "16", "-o", str(out)]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert cli.main(["sample", str(trained_run), "-n", "0"]) == 2
+
+
+def test_existing_run_folder_is_refused(trained_run, capsys):
+    before = (trained_run / "checkpoint.pt").read_bytes()
+    assert cli.main(["train", "--out", str(trained_run), *TINY]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert (trained_run / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_extends_a_run(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", "--out", str(out), *TINY]) == 0
+    assert cli.main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
+    assert load_checkpoint(out)["epoch"] == 3
+    assert cli.main(["train", "--resume", str(out), "--lr", "1"]) == 2
+    assert "only --epochs" in capsys.readouterr().err
+
+
+def test_overwrite(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 99}\n')
+    assert cli.main(["train", "--out", str(out), "--overwrite", *TINY]) == 0
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "cifar"], "unknown data set 'cifar'; choose one of ['digits', "),
+    (["train", "--set", "model.prior=vamp"], "unknown prior 'vamp'; choose one of"),
+    (["train", "--set", "model.likelihood=poisson"], "unknown likelihood 'poisson'"),
+    (["train", "--set", "model.guide=iaf9"], "unknown guide 'iaf9'"),
+    (["train", "nonexistent_recipe"], "no recipe named 'nonexistent_recipe'"),
+    (["train", "--set", "data.binarization=none"], "needs binary data"),
+    (["train", "--set", "train.epoch=3"], "unknown key 'epoch'"),
+    (["train", "--set", "noequals"], "expected TABLE.KEY=VALUE"),
+    (["evaluate", "/nonexistent/run"], "no checkpoint at"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, capsys, argv, message):
+    assert cli.main([*argv, "--device", "cpu"] if argv[0] == "train" else argv) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_corrupt_checkpoint_is_refused(trained_run, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "checkpoint.pt").write_bytes((trained_run / "checkpoint.pt").read_bytes()[:300])
+    assert cli.main(["evaluate", str(bad)]) == 2
+    assert "truncated or corrupt" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_requested_without_cuda(capsys):
+    assert cli.main(["train", "--device", "cuda", "--quiet"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["sample"], ["recipes"]])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([*command, "--help"])
+    assert e.value.code == 0
+    assert "usage: pyro-vae" in capsys.readouterr().out
+
+
+def test_module_entry_point():
+    """One real subprocess: `python -m pyro_vae` runs the CLI."""
+    out = subprocess.run([sys.executable, "-m", "pyro_vae", "recipes"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "vae" in out.split()
