@@ -80,7 +80,7 @@ class TrainConfig:
     :ivar int eval_batch_size: images per batch when evaluating.
     """
 
-    epochs: int = 100
+    epochs: int = 300
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0

@@ -58,3 +58,13 @@ def test_every_recipe_trains_one_epoch_and_evaluates(recipe, tmp_path):
                      "--out", str(out)]) == 0
     assert cli.main(["evaluate", str(out), "--device", "cpu"]) == 0
     assert (out / "samples.png").exists()
+
+
+def test_readme_python_example_runs():
+    """The script in the README works as written (with fewer epochs)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    assert "range(50)" in code
+    exec(compile(code.replace("range(50)", "range(1)"), "README.md", "exec"), {})
