@@ -34,34 +34,66 @@ VERSION = 1
 REQUIRED_KEYS = ("format", "version", "config", "event_shape", "model", "epoch", "step")
 
 
-def save_checkpoint(state, path):
-    """Write ``state`` to ``path`` atomically.
+def atomic_save(obj, path):
+    """``torch.save(obj)`` to ``path`` atomically: a temporary file in the same folder,
+    flushed to disk, then moved over ``path`` with :func:`os.replace`.
 
-    :param dict state: tensors and plain data only (``format``/``version`` are added).
-    :param path: destination file; its folder must exist.
     :raises CheckpointError: if the folder is not writable or the disk is full; the
         previous file at ``path``, if any, is left as it was.
     """
     path = Path(path)
-    state = {"format": FORMAT, "version": VERSION, **state}
     fd, tmp = None, None
     try:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             fd = None
-            torch.save(state, f)
+            torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
     except OSError as e:
-        raise CheckpointError(f"could not write checkpoint {path} ({e}); "
+        raise CheckpointError(f"could not write {path} ({e}); "
                               "the previous checkpoint, if any, is unchanged") from None
     finally:
         if fd is not None:
             os.close(fd)
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def safe_load(path, map_location="cpu"):
+    """``torch.load(path, weights_only=True)`` with clear errors.
+
+    :raises CheckpointError: if the file is missing, truncated or corrupt, or holds pickled
+        objects other than tensors and plain data (refused without running them).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
+                              f"and plain data, which could run code ({_first_line(e)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint; it is truncated or corrupt "
+                              f"({_first_line(e)})") from None
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def save_checkpoint(state, path):
+    """Write ``state`` to ``path`` atomically (see :func:`atomic_save`).
+
+    :param dict state: tensors and plain data only (``format``/``version`` are added).
+    :param path: destination file; its folder must exist.
+    :raises CheckpointError: if the file cannot be written; the previous one is kept.
+    """
+    atomic_save({"format": FORMAT, "version": VERSION, **state}, path)
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -77,18 +109,7 @@ def load_checkpoint(path, map_location="cpu"):
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
-                              f"and plain data, which could run code ({first})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint; it is truncated or corrupt "
-                              f"({first})") from None
+    state = safe_load(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a pyro_vae checkpoint (no format={FORMAT!r} key); "
                               "it was written by another program")

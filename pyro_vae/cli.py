@@ -1,4 +1,4 @@
-"""The ``pyro-vae`` command line: ``train``, ``evaluate``, ``sample``, ``recipes``.
+"""The ``pyro-vae`` command line: ``train``, ``evaluate``, ``compare``, ``sample``, ``recipes``.
 
 Every command is a function of ``argv`` (:func:`main`), so it can be run in-process.
 Errors caused by bad input print one message that says what was wrong and what to do,
@@ -19,6 +19,16 @@ from .errors import ConfigError, PyroVAEError, TrainingDiverged
 def _add_device(p):
     p.add_argument("--device", default="auto",
                    help="auto (CUDA when present), cpu, cuda or cuda:N (default: auto)")
+
+
+def _add_eval_options(p):
+    p.add_argument("--k", type=int, help="particles per datapoint (default: the recipe's eval.k)")
+    p.add_argument("--batch-size", type=int, help="test images per chunk (default: the recipe's)")
+    p.add_argument("--particle-batch", type=int,
+                   help="particles per chunk; memory grows with batch size x particle batch")
+    p.add_argument("--seed", type=int, help="seed of the guide's samples (default: the recipe's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(p)
 
 
 def build_parser():
@@ -55,13 +65,21 @@ def build_parser():
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(t)
 
-    e = sub.add_parser("evaluate", help="evaluate a run on its test set; writes RUN/eval.json",
-                       description="Compute the test ELBO (nats per datapoint) of a trained run "
-                                   "and merge it into RUN/eval.json.")
+    e = sub.add_parser("evaluate", help="test log-likelihood of a run; writes RUN/eval.json",
+                       description="Estimate the test log-likelihood of a trained run with the "
+                                   "importance-weighted bound (k particles), with standard errors, "
+                                   "k-hat and ESS diagnostics, KL per latent dimension and active "
+                                   "units; print a table and merge the numbers into RUN/eval.json.")
     e.add_argument("run", help="run folder")
-    e.add_argument("--batch-size", type=int, help="datapoints per evaluation chunk")
-    e.add_argument("--seed", type=int, default=0, help="seed of the guide's samples")
-    _add_device(e)
+    _add_eval_options(e)
+
+    c = sub.add_parser("compare", help="paired comparison of two runs' test log-likelihoods",
+                       description="Estimate both runs' test log-likelihoods on the same test "
+                                   "points and print a table with the paired difference, its "
+                                   "standard error and a verdict.")
+    c.add_argument("run_a", help="first run folder")
+    c.add_argument("run_b", help="second run folder")
+    _add_eval_options(c)
 
     s = sub.add_parser("sample", help="draw images from a trained run's prior",
                        description="Sample z from the prior and save a grid of the "
@@ -96,18 +114,56 @@ def _overrides(args):
     return pairs
 
 
+def _fmt(value, digits=3):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def evaluation_rows(summary):
+    """Rows ``(label, text)`` describing one evaluation summary (see ``eval.json``)."""
+    rows = [(f"log p(x), IWAE k={summary['k']}",
+             f"{_fmt(summary['test_log_likelihood'])} +- {_fmt(summary['test_log_likelihood_se'])}")]
+    for k, value in summary["ladder"].items():
+        if int(k) != summary["k"]:
+            rows.append((f"  bound at k={k}", f"{_fmt(value)} +- {_fmt(summary['ladder_se'][k])}"))
+    rows += [
+        ("ELBO", f"{_fmt(summary['test_elbo'])} +- {_fmt(summary['test_elbo_se'])}"),
+        ("bits/dim", _fmt(summary["bits_per_dim"], 4)),
+        ("k-hat > 0.7", "not fitted (k < 25)" if summary["khat_above_0.7"] is None else
+         f"{100 * summary['khat_above_0.7']:.1f}% of points "
+         f"(median k-hat {_fmt(summary['khat_median'], 2)})"),
+        ("ESS mean / min", f"{summary['ess_mean']:.1f} / {summary['ess_min']:.1f} of {summary['k']}"),
+    ]
+    for site, n in summary.get("active_units", {}).items():
+        rows.append((f"active units {site}", f"{n} of {summary['latent_dims'][site]}"))
+    for site, kl in summary.get("kl", {}).items():
+        rows.append((f"KL(q||p) {site}", f"{_fmt(kl)}"))
+    return rows
+
+
+def _print_table(header, columns):
+    """Print rows ``label | col1 | col2 ...`` aligned; ``columns`` is a list of row lists."""
+    labels = [label for label, _ in columns[0]]
+    cells = [[text for _, text in col] for col in columns]
+    width0 = max(len(x) for x in labels + [""])
+    widths = [max(len(x) for x in col + [h]) for col, h in zip(cells, header)]
+    print("  ".join([" " * width0] + [h.rjust(w) for h, w in zip(header, widths)]))
+    for i, label in enumerate(labels):
+        print("  ".join([label.ljust(width0)] + [col[i].rjust(w) for col, w in zip(cells, widths)]))
+
+
 def _print_summary(summary):
     print(f"run folder:      {summary['run']}")
     print(f"epochs:          {summary['epochs']} ({summary['steps']} steps)")
     if "validation_elbo" in summary:
         print(f"validation ELBO: {summary['validation_elbo']:.3f} nats")
-    print(f"test ELBO:       {summary['test_elbo']:.3f} +- {summary['test_elbo_se']:.3f} nats "
-          f"({summary['num_test']} test images)")
+    print(f"test set:        {summary['num_test']} images; all values in nats per image")
+    _print_table(["test"], [evaluation_rows(summary)])
 
 
 def cmd_train(args):
     """``pyro-vae train``: a new run, or ``--resume RUN``."""
-    from .train import Run, prepare_run_folder, load_run
+    from .runs import load_run, prepare_run_folder
+    from .train import Run
 
     if args.resume:
         changed = _overrides(args)
@@ -138,21 +194,66 @@ def cmd_train(args):
     return 0
 
 
-def cmd_evaluate(args):
-    """``pyro-vae evaluate RUN``: test ELBO into ``RUN/eval.json``."""
+def _evaluate_run(run, args, reuse=False):
+    """Load a run, its test set, and evaluate it with the command-line options."""
     from .data import load_dataset, prepare_eval_splits
-    from .train import evaluate_run_elbo, load_run, update_eval_json, resolve_device
+    from .evaluate import data_fingerprint
+    from .runs import evaluate_run, load_result, load_run, resolve_device, save_result
 
     device = resolve_device(args.device)
-    vae, config, state = load_run(args.run, device)
-    if args.batch_size is not None:
-        config = apply_overrides(config, {"train.eval_batch_size": args.batch_size})
+    vae, config, state = load_run(run, device)
+    overrides = {f"eval.{key}": getattr(args, key) for key in ("k", "batch_size",
+                                                               "particle_batch", "seed")
+                 if getattr(args, key) is not None}
+    config = apply_overrides(config, overrides)
     data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
     _, test = prepare_eval_splits(data, config.data.binarization)
-    results = evaluate_run_elbo(vae, test, config, device)
-    results["epochs"] = int(state["epoch"])
-    merged = update_eval_json(args.run, results)
-    print(json.dumps(merged, indent=2))
+    cached = load_result(run, config.eval.k, config.eval.seed) if reuse else None
+    if cached is not None and cached.fingerprint == data_fingerprint(test):
+        return None, cached, state
+    summary, result = evaluate_run(vae, test, config, device, progress=not args.quiet)
+    save_result(run, result)
+    return summary, result, state
+
+
+def cmd_evaluate(args):
+    """``pyro-vae evaluate RUN --k 5000``: table on stdout, numbers into ``RUN/eval.json``."""
+    from .runs import update_eval_json
+
+    summary, _, state = _evaluate_run(args.run, args)
+    summary["epochs"] = int(state["epoch"])
+    update_eval_json(args.run, summary)
+    print(f"{args.run}: {summary['num_test']} test images, epoch {summary['epochs']}; "
+          "values in nats per image")
+    _print_table(["estimate"], [evaluation_rows(summary)])
+    print(f"written to {Path(args.run) / 'eval.json'}")
+    return 0
+
+
+def cmd_compare(args):
+    """``pyro-vae compare RUN_A RUN_B --k 1000``: a paired comparison table."""
+    from .evaluate import compare
+
+    results = []
+    for run in (args.run_a, args.run_b):
+        _, result, _ = _evaluate_run(run, args, reuse=True)
+        results.append(result)
+    try:
+        comparison = compare(results[0], results[1], name_a=args.run_a, name_b=args.run_b)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    rows = []
+    for r in results:
+        rows.append([
+            (f"log p(x), k={r.num_particles}", f"{r.mean:.3f} +- {r.se:.3f}"),
+            ("ELBO", f"{float(r.elbo.mean()):.3f}"),
+            ("bits/dim", f"{r.bits_per_dim:.4f}"),
+            ("k-hat > 0.7", "-" if r.khat_above_07 is None else f"{100 * r.khat_above_07:.1f}%"),
+        ])
+    _print_table([args.run_a, args.run_b], rows)
+    print(f"paired difference (first - second): {comparison.difference:+.3f} +- "
+          f"{comparison.se:.3f} nats over {comparison.num_datapoints} test images")
+    print(comparison.verdict)
     return 0
 
 
@@ -165,7 +266,7 @@ def cmd_sample(args):
 
     from . import plots
     from .evaluate import seeded
-    from .train import load_run, resolve_device
+    from .runs import load_run, resolve_device
 
     if args.num_samples < 1:
         raise ConfigError(f"-n must be at least 1, got {args.num_samples}")
@@ -193,8 +294,8 @@ def cmd_recipes(args):
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample,
-            "recipes": cmd_recipes}
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
+            "sample": cmd_sample, "recipes": cmd_recipes}
 
 
 def main(argv=None):

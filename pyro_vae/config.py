@@ -1,11 +1,12 @@
 """Recipes: typed configuration, TOML files, and the registries that turn names into objects.
 
-A recipe (``models/NAME.toml``) has a ``name`` and three tables::
+A recipe (``models/NAME.toml``) has a ``name`` and four tables::
 
     name = "vae"
     [model]            # what the VAE is made of: see ModelConfig
     [data]             # which data and how it is binarized: see DataConfig
     [train]            # optimizer and loop settings: see TrainConfig
+    [eval]             # how it is evaluated: see EvalConfig
 
 Unknown keys are errors (a misspelt option is never silently ignored). A run stores the
 resolved recipe (:meth:`Config.to_dict`) in its folder and its checkpoint, so the model
@@ -77,24 +78,41 @@ class TrainConfig:
     :ivar int batch_size: images per step.
     :ivar float lr: Adam's learning rate.
     :ivar int seed: seeds Pyro/torch/numpy/python RNGs and the data order.
-    :ivar int eval_batch_size: images per batch when evaluating.
     """
 
     epochs: int = 300
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0
-    eval_batch_size: int = 1000
+
+
+@dataclass
+class EvalConfig:
+    """How a run is evaluated (validation every epoch; test at the end of training).
+
+    :ivar int k: particles of the importance-weighted log-likelihood estimate that
+        ``pyro-vae train`` reports at the end (``pyro-vae evaluate --k`` overrides it).
+    :ivar int batch_size: datapoints per chunk.
+    :ivar int particle_batch: particles per chunk; memory grows with
+        ``batch_size * particle_batch``.
+    :ivar int seed: seed of the guide's samples during evaluation.
+    """
+
+    k: int = 100
+    batch_size: int = 100
+    particle_batch: int = 500
+    seed: int = 0
 
 
 @dataclass
 class Config:
-    """A whole recipe: ``name`` plus the ``model``, ``data`` and ``train`` tables."""
+    """A whole recipe: ``name`` plus the ``model``, ``data``, ``train`` and ``eval`` tables."""
 
     name: str = "vae"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self):
         """Plain nested dict (JSON- and checkpoint-safe)."""
@@ -107,7 +125,8 @@ class Config:
         :raises ConfigError: naming the bad key and the valid ones.
         """
         d = dict(d)
-        tables = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+        tables = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
+                  "eval": EvalConfig}
         _check_keys(d, ["name", *tables], where)
         kwargs = {}
         if "name" in d:
@@ -117,7 +136,24 @@ class Config:
                 if not isinstance(d[key], dict):
                     raise ConfigError(f"{where}: [{key}] must be a table, got {d[key]!r}")
                 kwargs[key] = _sub_from_dict(sub, d[key], f"{where} [{key}]")
-        return cls(**kwargs)
+        config = cls(**kwargs)
+        config.check(where)
+        return config
+
+    def check(self, where="recipe"):
+        """Check numeric settings that must be positive.
+
+        :raises ConfigError: naming the setting and its value.
+        """
+        positive = {"model.latent_dim": self.model.latent_dim,
+                    "train.batch_size": self.train.batch_size, "train.lr": self.train.lr,
+                    "eval.k": self.eval.k, "eval.batch_size": self.eval.batch_size,
+                    "eval.particle_batch": self.eval.particle_batch}
+        for key, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{where}: {key} must be positive, got {value}")
+        if self.train.epochs < 0:
+            raise ConfigError(f"{where}: train.epochs must be at least 0, got {self.train.epochs}")
 
 
 def _check_keys(d, valid, where):
@@ -170,9 +206,9 @@ def apply_overrides(config, overrides):
         if len(parts) == 1 and parts[0] == "name":
             d["name"] = value
             continue
-        if len(parts) != 2 or parts[0] not in ("model", "data", "train"):
+        if len(parts) != 2 or parts[0] not in ("model", "data", "train", "eval"):
             raise ConfigError(f"override {dotted!r}: expected TABLE.KEY with TABLE one of "
-                              "model, data, train (e.g. train.epochs=10), or name")
+                              "model, data, train, eval (e.g. train.epochs=10), or name")
         table, key = parts
         if key not in d[table]:
             raise ConfigError(f"override {dotted!r}: unknown key {key!r}; valid keys of [{table}] "

@@ -30,6 +30,7 @@ with seed 778, so every model is evaluated on the same binary images.
 """
 
 import gzip
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,13 +114,15 @@ def _as_unit_float(array, what):
 
 
 def _image_shape(shape, what):
-    """(N, H, W) -> (1, H, W); (N, C, H, W) -> (C, H, W); (N, D) -> (1, 1, D)."""
+    """(N, H, W) -> (1, H, W); (N, C, H, W) -> (C, H, W); (N, D) -> (1, s, s) when D = s^2,
+    else (1, 1, D)."""
     if len(shape) == 3:
         return (1, int(shape[1]), int(shape[2]))
     if len(shape) == 4:
         return tuple(int(s) for s in shape[1:])
     if len(shape) == 2:
-        return (1, 1, int(shape[1]))
+        side = math.isqrt(int(shape[1]))
+        return (1, side, side) if side * side == shape[1] else (1, 1, int(shape[1]))
     raise DataError(f"{what}: expected images of shape (N, H, W), (N, C, H, W) or (N, D), "
                     f"got {tuple(shape)}")
 

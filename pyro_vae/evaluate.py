@@ -15,7 +15,11 @@ mean of its log weights (Kingma & Welling 2013, arXiv:1312.6114); the importance
 bound is ``logsumexp_s log w_s - log k`` (Burda et al. 2016, arXiv:1509.00519).
 """
 
+import hashlib
+import math
+import time
 from contextlib import contextmanager
+from dataclasses import dataclass, fields
 
 import pyro
 import pyro.poutine as poutine
@@ -80,7 +84,7 @@ def _per_datapoint(trace, which, data_plate, num_particles, batch_size, nesting,
     return total
 
 
-def log_weights(model, guide, x, num_particles=1, data_plate="data"):
+def log_weights(model, guide, x, num_particles=1, data_plate="data", max_plate_nesting=None):
     """Per-particle, per-datapoint log importance weights ``log p(x, z) - log q(z | x)``.
 
     :param callable model: a Pyro model taking ``x``; every sample site inside
@@ -89,6 +93,8 @@ def log_weights(model, guide, x, num_particles=1, data_plate="data"):
     :param torch.Tensor x: a batch, shape ``(B, *event_shape)``.
     :param int num_particles: k, particles drawn per datapoint (vectorized).
     :param str data_plate: the name of the data plate.
+    :param int max_plate_nesting: the deepest plate nesting of model and guide (found
+        from one extra trace when not given).
     :returns: tensor of shape ``(k, B)``, in nats. Scales set with ``poutine.scale``
         (e.g. KL annealing) are ignored: these are the weights of the true model.
     :raises ModelGuideMismatch: if a latent site of the model is not sampled by the guide,
@@ -99,7 +105,8 @@ def log_weights(model, guide, x, num_particles=1, data_plate="data"):
     if int(num_particles) < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
     k, batch_size = int(num_particles), x.shape[0]
-    nesting = _max_plate_nesting(model, guide, x[:1])
+    nesting = _max_plate_nesting(model, guide, x[:1]) if max_plate_nesting is None \
+        else int(max_plate_nesting)
     with pyro.plate(PARTICLE_PLATE, k, dim=-(nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
@@ -156,3 +163,422 @@ def elbo(model, guide, data, batch_size=1000, seed=0, device=None):
             x = data[start:start + batch_size].to(device)
             out.append(log_weights(model, guide, x, 1)[0].cpu())
     return torch.cat(out)
+
+
+# --------------------------------------------------------------------------------------
+# Importance-weighted log-likelihood with error bars and diagnostics
+
+
+def default_ladder(num_particles):
+    """``1, 10, 100, ...`` below ``k``, then ``k`` itself."""
+    ks, k = [], 1
+    while k < num_particles:
+        ks.append(k)
+        k *= 10
+    return ks + [int(num_particles)]
+
+
+def data_fingerprint(data):
+    """A short SHA-256 of the data's bytes, to check that two results share test points."""
+    array = data.detach().cpu().contiguous().numpy()
+    return hashlib.sha256(array.tobytes() + str(array.shape).encode()).hexdigest()[:16]
+
+
+#: Log weights of a datapoint that all lie within this many nats are "equal" (an exact
+#: guide, up to float32 rounding): no tail to fit.
+FLAT_WEIGHTS_NATS = 1e-4
+#: Fewest particles for which Pareto k-hat is fitted (the tail holds at least 5 weights).
+MIN_PARTICLES_KHAT = 25
+
+
+def pareto_khat(log_w):
+    """Pareto-smoothed importance-sampling shape k-hat of each datapoint's weights.
+
+    Computed by :func:`arviz.psislw` (Vehtari et al. 2015/2024, arXiv:1507.02646). Below
+    0.5 the importance-sampling estimate is reliable, 0.5-0.7 it is usable, above 0.7 its
+    variance may be infinite and it should not be trusted (Yao et al. 2018,
+    arXiv:1802.02538). Weights that are all equal (within :data:`FLAT_WEIGHTS_NATS`; an
+    exact guide) have no tail to fit:
+    their k-hat is reported as NaN, and so is every k-hat when ``k`` is below
+    :data:`MIN_PARTICLES_KHAT` (too few weights for the tail fit).
+
+    :param torch.Tensor log_w: ``(k, B)`` log weights.
+    :returns: tensor ``(B,)``.
+    """
+    import warnings
+
+    if log_w.shape[0] < MIN_PARTICLES_KHAT:
+        return torch.full((log_w.shape[1],), float("nan"), dtype=torch.float64)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import arviz
+
+        _, khat = arviz.psislw(log_w.T.double().cpu().numpy())
+    khat = torch.as_tensor(khat, dtype=torch.float64).reshape(-1)
+    flat = (log_w.max(0).values - log_w.min(0).values).cpu() < FLAT_WEIGHTS_NATS
+    khat[flat] = float("nan")
+    return khat
+
+
+@dataclass
+class LogLikelihoodResult:
+    """Per-datapoint importance-weighted estimates of log p(x) and their diagnostics.
+
+    All per-datapoint tensors have shape ``(N,)``, are in nats and live on the CPU.
+
+    :ivar log_likelihood: the IWAE bound with ``k`` particles,
+        ``logsumexp_s log w_s - log k`` (Burda et al. 2016, arXiv:1509.00519).
+    :ivar elbo: the mean of the ``k`` log weights: the ELBO (the bound at k = 1),
+        estimated with ``k`` samples.
+    :ivar ess: effective sample size of the normalized weights, ``(sum w)^2 / sum w^2``,
+        between 1 and ``k``.
+    :ivar khat: Pareto k-hat of the weights (see :func:`pareto_khat`); NaN where not fitted.
+    :ivar mc_se: delta-method Monte Carlo standard error of each estimate,
+        ``sqrt(1/ess - 1/k)`` nats: how far another set of ``k`` particles could move it.
+    :ivar ladder: ``{k': (N,)}`` the bound from the first ``k'`` of the same particles.
+    :ivar int num_particles: k.
+    :ivar int event_size: scalars per datapoint (for bits/dim).
+    :ivar int seed: the seed of the guide's samples.
+    :ivar str fingerprint: :func:`data_fingerprint` of the data evaluated.
+    :ivar float seconds: wall time of the estimate.
+    :ivar bool khat_fitted: whether k-hat was fitted (see :func:`pareto_khat`).
+    """
+
+    log_likelihood: torch.Tensor
+    elbo: torch.Tensor
+    ess: torch.Tensor
+    khat: torch.Tensor
+    mc_se: torch.Tensor
+    ladder: dict
+    num_particles: int
+    event_size: int
+    seed: int
+    fingerprint: str
+    seconds: float = 0.0
+    khat_fitted: bool = True
+
+    @property
+    def num_datapoints(self):
+        """N."""
+        return int(self.log_likelihood.shape[0])
+
+    @property
+    def mean(self):
+        """Mean estimate of log p(x) over the datapoints, nats."""
+        return float(self.log_likelihood.mean())
+
+    @property
+    def se(self):
+        """Standard error of :attr:`mean` across datapoints, nats."""
+        return _se(self.log_likelihood)
+
+    @property
+    def bits_per_dim(self):
+        """``-mean / (event_size * ln 2)``: negative log-likelihood in bits per dimension."""
+        return -self.mean / (self.event_size * math.log(2))
+
+    @property
+    def khat_above_07(self):
+        """Fraction of datapoints whose k-hat exceeds 0.7 (estimates not to be trusted);
+        ``None`` when k-hat was not fitted (``k`` below :data:`MIN_PARTICLES_KHAT` or
+        ``diagnostics=False``). Points with equal weights (NaN k-hat) count as trusted."""
+        if not self.khat_fitted:
+            return None
+        return float((self.khat > 0.7).double().mean())
+
+    def summary(self):
+        """A JSON-safe dict of the headline numbers (keys as in ``eval.json``)."""
+        finite_khat = self.khat[torch.isfinite(self.khat)]
+        return {
+            "test_log_likelihood": self.mean,
+            "test_log_likelihood_se": self.se,
+            "k": self.num_particles,
+            "bits_per_dim": self.bits_per_dim,
+            "test_elbo": float(self.elbo.mean()),
+            "test_elbo_se": _se(self.elbo),
+            "khat_above_0.7": self.khat_above_07,
+            "khat_median": float(finite_khat.median()) if finite_khat.numel() else None,
+            "ess_mean": float(self.ess.mean()),
+            "ess_min": float(self.ess.min()),
+            "mc_se_mean": float(self.mc_se.mean()),
+            "ladder": {str(k): float(v.mean()) for k, v in self.ladder.items()},
+            "ladder_se": {str(k): _se(v) for k, v in self.ladder.items()},
+            "num_test": self.num_datapoints,
+            "seed": self.seed,
+            "fingerprint": self.fingerprint,
+            "seconds": self.seconds,
+        }
+
+    def state_dict(self):
+        """Tensors and plain data, for ``torch.save`` / ``torch.load(weights_only=True)``."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["ladder"] = {int(k): v for k, v in self.ladder.items()}
+        return d
+
+    @classmethod
+    def from_state_dict(cls, d):
+        """Inverse of :meth:`state_dict`."""
+        return cls(**d)
+
+
+def _se(values):
+    n = values.shape[0]
+    return float(values.double().std() / math.sqrt(n)) if n > 1 else 0.0
+
+
+def _check_data(data, num_particles, batch_size, particle_batch):
+    if not isinstance(data, torch.Tensor):
+        raise ValueError(f"data must be a torch.Tensor of shape (N, *event_shape), got {type(data)}")
+    if data.dim() < 1 or data.shape[0] == 0:
+        raise ValueError(f"data is empty (shape {tuple(data.shape)}): there is nothing to evaluate")
+    if data.is_floating_point() and torch.isnan(data).any():
+        raise ValueError(f"data holds {int(torch.isnan(data).sum())} NaN values; clean it first")
+    for name, value in (("num_particles", num_particles), ("batch_size", batch_size),
+                        ("particle_batch", particle_batch)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer of at least 1, got {value}")
+
+
+def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, particle_batch=500,
+                   seed=0, device=None, ladder=None, diagnostics=True, data_plate="data",
+                   progress=False):
+    """Importance-weighted estimate of log p(x) for every datapoint, with error bars.
+
+    For each datapoint, ``k`` particles ``z_s ~ q(z | x)`` give log weights
+    ``log w_s = log p(x, z_s) - log q(z_s | x)`` read off Pyro traces (any model/guide
+    pair that follows the plate contract, hierarchical or not, hand-written or a
+    :class:`~pyro_vae.vae.VAE`), and
+
+    .. math:: \\hat{\\mathcal{L}}_k(x) = \\log \\frac{1}{k} \\sum_{s=1}^{k} w_s \\le \\log p(x),
+
+    the IWAE bound (Burda et al. 2016, arXiv:1509.00519), which rises to log p(x) as k
+    grows. Work is vectorized over particles and datapoints, and chunked over both so that
+    memory stays bounded (it grows with ``batch_size * particle_batch``).
+
+    :param callable model: a Pyro model taking one batch ``x``.
+    :param callable guide: its guide, sampling every latent site of the model.
+    :param torch.Tensor data: ``(N, *event_shape)``.
+    :param int num_particles: k.
+    :param int batch_size: datapoints per chunk.
+    :param int particle_batch: particles per chunk.
+    :param int seed: seeds the guide's samples; the same arguments give the same numbers,
+        and the caller's RNG state is restored afterwards.
+    :param device: where chunks are evaluated (default: where ``data`` is); put the model
+        there first.
+    :param ladder: the k' at which the bound is also reported, from nested subsets of the
+        same particles (default :func:`default_ladder`: 1, 10, 100, ..., k).
+    :param bool diagnostics: fit Pareto k-hat with arviz (needs k >= 25; ESS is always
+        computed).
+    :param str data_plate: the name of the data plate.
+    :param bool progress: show a tqdm bar over datapoint chunks.
+    :returns: :class:`LogLikelihoodResult`.
+    :raises ValueError: for data that is empty, not a tensor or holds NaN; k, batch_size or
+        particle_batch below 1; a ladder value outside [1, k].
+    :raises ModelGuideMismatch: see :func:`log_weights`.
+    """
+    _check_data(data, num_particles, batch_size, particle_batch)
+    k = int(num_particles)
+    ladder = default_ladder(k) if ladder is None else sorted({int(v) for v in ladder})
+    if ladder and (ladder[0] < 1 or ladder[-1] > k):
+        raise ValueError(f"ladder values must lie in [1, {k}], got {ladder}")
+    device = torch.device(device) if device is not None else data.device
+    n = data.shape[0]
+    out = {name: [] for name in ("ll", "elbo", "ess", "khat", "mc_se")}
+    rungs = {kk: [] for kk in ladder}
+    start_time = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    with seeded(seed, device), torch.no_grad():
+        nesting = _max_plate_nesting(model, guide, data[:1].to(device))
+        for start in tqdm(range(0, n, batch_size), disable=not progress, unit="chunk",
+                          desc=f"log p(x), k={k}"):
+            x = data[start:start + batch_size].to(device)
+            lw = torch.cat([log_weights(model, guide, x, min(particle_batch, k - s), data_plate,
+                                        nesting)
+                            for s in range(0, k, particle_batch)]).double()
+            lse = torch.logsumexp(lw, 0)
+            ess = torch.exp(2 * lse - torch.logsumexp(2 * lw, 0))
+            out["ll"].append((lse - math.log(k)).cpu())
+            out["elbo"].append(lw.mean(0).cpu())
+            out["ess"].append(ess.cpu())
+            out["mc_se"].append(torch.sqrt((1 / ess - 1 / k).clamp(min=0)).cpu())
+            out["khat"].append(pareto_khat(lw) if diagnostics
+                               else torch.full((x.shape[0],), float("nan"), dtype=torch.float64))
+            for kk in ladder:
+                rungs[kk].append((torch.logsumexp(lw[:kk], 0) - math.log(kk)).cpu())
+    cat = {name: torch.cat(v) for name, v in out.items()}
+    return LogLikelihoodResult(
+        log_likelihood=cat["ll"], elbo=cat["elbo"], ess=cat["ess"], khat=cat["khat"],
+        mc_se=cat["mc_se"], ladder={kk: torch.cat(v) for kk, v in rungs.items()},
+        num_particles=k, event_size=int(data[0].numel()), seed=int(seed),
+        fingerprint=data_fingerprint(data), seconds=time.perf_counter() - start_time,
+        khat_fitted=bool(diagnostics) and k >= MIN_PARTICLES_KHAT)
+
+
+# --------------------------------------------------------------------------------------
+# Paired comparison
+
+
+@dataclass
+class Comparison:
+    """Paired comparison of two models' log-likelihood estimates on the same test points.
+
+    :ivar float difference: mean over datapoints of ``log p_A(x_n) - log p_B(x_n)``, nats.
+    :ivar float se: its paired standard error, ``std_n(d_n) / sqrt(N)``, nats.
+    :ivar float z: ``difference / se``.
+    :ivar str verdict: a plain sentence: which is better, or that the difference is
+        within two standard errors.
+    """
+
+    name_a: str
+    name_b: str
+    difference: float
+    se: float
+    z: float
+    verdict: str
+    num_datapoints: int
+
+    def summary(self):
+        """JSON-safe dict."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def compare(result_a, result_b, name_a="A", name_b="B"):
+    """Paired comparison of two :class:`LogLikelihoodResult` on the same test points.
+
+    Pairing removes the spread between datapoints (some images are simply harder) from the
+    error of the difference, so the paired standard error is usually far smaller than
+    either model's own standard error.
+
+    :returns: :class:`Comparison`. A difference larger than twice its standard error is
+        called significant.
+    :raises ValueError: if the results were not computed on the same data (their
+        fingerprints or sizes differ).
+    """
+    if result_a.fingerprint != result_b.fingerprint or \
+            result_a.num_datapoints != result_b.num_datapoints:
+        raise ValueError(f"{name_a} and {name_b} were evaluated on different data "
+                         f"(fingerprints {result_a.fingerprint} vs {result_b.fingerprint}, "
+                         f"{result_a.num_datapoints} vs {result_b.num_datapoints} points); a paired "
+                         "comparison needs the same test points, binarized the same way")
+    d = result_a.log_likelihood.double() - result_b.log_likelihood.double()
+    diff, se = float(d.mean()), _se(d)
+    z = diff / se if se > 0 else (math.inf if diff != 0 else 0.0)
+    if abs(z) > 2:
+        better, worse = (name_a, name_b) if diff > 0 else (name_b, name_a)
+        verdict = (f"{better} has the higher test log-likelihood: by {abs(diff):.3f} +- {se:.3f} "
+                   f"nats per datapoint ({abs(z):.1f} paired standard errors) over {worse}")
+    else:
+        verdict = (f"no significant difference: {diff:+.3f} +- {se:.3f} nats per datapoint is "
+                   "within two paired standard errors")
+    if result_a.num_particles != result_b.num_particles:
+        verdict += (f" (note: k differs, {result_a.num_particles} vs {result_b.num_particles}; "
+                    "the bound with fewer particles is looser)")
+    return Comparison(name_a, name_b, diff, se, z, verdict, result_a.num_datapoints)
+
+
+# --------------------------------------------------------------------------------------
+# Posterior collapse: KL per latent dimension and active units
+
+
+@dataclass
+class LatentReport:
+    """KL and activity of each latent dimension, per latent site.
+
+    :ivar dict kl_per_dim: site -> ``(D,)`` mean over datapoints of KL(q(z_d|x) || p(z_d)),
+        nats; ``None`` for a site whose guide or prior does not factorize over dims.
+    :ivar dict kl: site -> mean over datapoints of KL(q(z|x) || p(z)) for the whole site,
+        nats (the sum of ``kl_per_dim`` where that exists).
+    :ivar dict activity: site -> ``(D,)`` ``Cov_x(E_q[z_d | x])``.
+    :ivar dict active_units: site -> number of dims with activity above ``threshold``.
+    :ivar float threshold: 0.01 (Burda et al. 2016, arXiv:1509.00519).
+    """
+
+    kl_per_dim: dict
+    kl: dict
+    activity: dict
+    active_units: dict
+    threshold: float
+
+    def summary(self):
+        """JSON-safe dict."""
+        return {
+            "active_units": dict(self.active_units),
+            "latent_dims": {s: int(a.shape[0]) for s, a in self.activity.items()},
+            "kl": dict(self.kl),
+            "kl_per_dim": {s: (v.tolist() if v is not None else None)
+                           for s, v in self.kl_per_dim.items()},
+        }
+
+
+def _factorized_base(fn):
+    """The univariate base distribution of ``Independent(base, 1)``, else ``None``."""
+    if isinstance(fn, torch.distributions.Independent) and fn.reinterpreted_batch_ndims == 1:
+        base = fn.base_dist
+        if base.event_shape == ():
+            return base
+    return None
+
+
+def latent_report(model, guide, data, num_samples=10, batch_size=500, seed=0, device=None,
+                  threshold=0.01, data_plate="data"):
+    """KL per latent dimension and active units, for every latent site, from traces.
+
+    For each datapoint, ``num_samples`` guide samples give (vectorized, as in
+    :func:`log_weights`) the KL of each site: analytic per dimension where
+    ``torch.distributions.kl_divergence`` knows the pair (e.g. Normal-Normal), else the
+    Monte Carlo average of ``log q - log p``; and ``E_q[z | x]``, from the guide's ``mean``
+    (averaged over the samples of the sites above it) or, where the distribution has no
+    mean, from the samples. A unit is active when ``Cov_x(E_q[z_d | x]) > threshold``
+    (Burda et al. 2016, arXiv:1509.00519).
+
+    :param data: ``(N, *event_shape)``, N >= 2.
+    :returns: :class:`LatentReport`.
+    :raises ValueError: for empty data or ``num_samples < 1``.
+    :raises ModelGuideMismatch: see :func:`log_weights`.
+    """
+    _check_data(data, num_samples, batch_size, 1)
+    device = torch.device(device) if device is not None else data.device
+    kl_dims, kl_total, means = {}, {}, {}
+    m = int(num_samples)
+    with seeded(seed, device), torch.no_grad():
+        nesting = _max_plate_nesting(model, guide, data[:1].to(device))
+        for start in range(0, data.shape[0], batch_size):
+            x = data[start:start + batch_size].to(device)
+            b = x.shape[0]
+            with pyro.plate(PARTICLE_PLATE, m, dim=-(nesting + 1)):
+                guide_trace = poutine.trace(guide).get_trace(x)
+                model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+            for name, site in guide_trace.nodes.items():
+                if not _is_sample(site) or site["is_observed"] or name not in model_trace.nodes:
+                    continue
+                q, p, z = site["fn"], model_trace.nodes[name]["fn"], site["value"]
+                q_base, p_base = _factorized_base(q), _factorized_base(p)
+                per_dim = None
+                if q_base is not None and p_base is not None:
+                    try:
+                        per_dim = torch.distributions.kl_divergence(q_base, p_base)
+                    except NotImplementedError:
+                        per_dim = q_base.log_prob(z) - p_base.log_prob(z)
+                    per_dim = per_dim.expand(z.shape).reshape(m, b, -1).mean(0)
+                    total = per_dim.sum(-1)
+                else:
+                    total = (q.log_prob(z) - p.log_prob(z)).reshape(m, b).mean(0)
+                kl_total.setdefault(name, []).append(total.cpu())
+                kl_dims.setdefault(name, []).append(None if per_dim is None else per_dim.cpu())
+                try:
+                    mean = q.mean.expand(z.shape)
+                except NotImplementedError:
+                    mean = z
+                means.setdefault(name, []).append(mean.reshape(m, b, -1).mean(0).cpu())
+    activity, active = {}, {}
+    for name, chunks in means.items():
+        mu = torch.cat(chunks).double()
+        activity[name] = mu.var(0) if mu.shape[0] > 1 else torch.zeros(mu.shape[1])
+        active[name] = int((activity[name] > threshold).sum())
+    return LatentReport(
+        kl_per_dim={s: (torch.cat(v).double().mean(0) if all(c is not None for c in v) else None)
+                    for s, v in kl_dims.items()},
+        kl={s: float(torch.cat(v).double().mean()) for s, v in kl_total.items()},
+        activity=activity, active_units=active, threshold=threshold)

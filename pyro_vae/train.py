@@ -1,4 +1,4 @@
-"""Training by stochastic variational inference, and the run folder around it.
+"""Training by stochastic variational inference, in a run folder.
 
 The loss is Pyro's :class:`~pyro.infer.Trace_ELBO` computed from the traces of
 ``vae.model`` and ``vae.guide`` (Kingma & Welling 2013, arXiv:1312.6114; Hoffman et al.
@@ -10,19 +10,19 @@ first step of every run (it catches a component that breaks the shape contract) 
 off afterwards, where it cost about 15% of a step on the baseline network; the data's
 values are checked once when it is loaded.
 
-A run folder (:func:`run_training`) holds::
+A run folder (:class:`Run`) holds::
 
     config.json          the resolved recipe
     checkpoint.pt        weights, optimizer, config, epoch, step, RNG states (atomic)
     metrics.jsonl        one line per epoch: train/validation ELBO, seconds, images/s
-    eval.json            test ELBO (nats), written at the end
+    eval.json            test log-likelihood (IWAE, k from the recipe), ELBO, diagnostics
+    loglik-k<K>-seed<S>.pt   the per-datapoint estimates behind eval.json
     samples.png, reconstructions.png, curves.png
 """
 
 import json
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 
@@ -34,32 +34,11 @@ from tqdm.auto import tqdm
 
 from . import evaluate
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import Config, build_vae
+from .config import build_vae
 from .data import EpochBatches, load_dataset, prepare_eval_splits
-from .errors import ConfigError, RunFolderError, TrainingDiverged
-
-#: Files that mark a folder as a pyro_vae run folder.
-RUN_MARKERS = ("config.json", "checkpoint.pt", "metrics.jsonl")
-
-
-def resolve_device(device="auto"):
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` / ``"cuda:N"``.
-
-    :raises ConfigError: if CUDA is asked for and not available, or the name is unknown.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but torch sees no CUDA device; "
-                          "use --device auto or cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r}; use auto, cpu or cuda")
-    return dev
-
+from .errors import ConfigError, TrainingDiverged
+from .runs import (evaluate_run, read_metrics, resolve_device, save_result, update_eval_json,
+                   write_figures, write_json)
 
 def check_compatible(likelihood, data, binarization):
     """Refuse a likelihood on data outside its support, before any training.
@@ -199,43 +178,6 @@ def seed_everything(seed):
     pyro.set_rng_seed(int(seed))
 
 
-def prepare_run_folder(out, overwrite=False):
-    """Create ``out`` for a new run.
-
-    :raises RunFolderError: if ``out`` exists and is not empty, unless ``overwrite`` is set
-        and it is a pyro_vae run folder (then its contents are removed). A non-empty folder
-        that is not a run folder is never removed.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"{out} exists and is a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        is_run = any((out / m).exists() for m in RUN_MARKERS)
-        if not overwrite:
-            raise RunFolderError(f"run folder {out} already exists; pass --overwrite to replace it, "
-                                 f"--resume {out} to continue it, or choose another --out")
-        if not is_run:
-            raise RunFolderError(f"{out} is not empty and is not a pyro_vae run folder; "
-                                 "refusing to delete it. Choose another --out")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def read_metrics(run_dir):
-    """The per-epoch records of ``run_dir/metrics.jsonl`` (a list of dicts)."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_json(path, obj):
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
-
-
 class Run:
     """A training run in a folder: data, model, trainer, checkpoints, metrics, figures.
 
@@ -289,7 +231,8 @@ class Run:
         """Mean single-sample ELBO of the validation set (seeded), nats per datapoint."""
         self.vae.eval()
         values = evaluate.elbo(self.vae.model, self.vae.guide, self.validation,
-                               self.config.train.eval_batch_size, seed=0, device=self.device)
+                               10 * self.config.eval.batch_size, seed=self.config.eval.seed,
+                               device=self.device)
         self.vae.train()
         return float(values.mean())
 
@@ -301,7 +244,7 @@ class Run:
             checkpoint is left untouched.
         """
         epochs = self.config.train.epochs if epochs is None else int(epochs)
-        _write_json(self.run_dir / "config.json", self.config.to_dict())
+        write_json(self.run_dir / "config.json", self.config.to_dict())
         trainer = self.trainer
         remaining = max(0, epochs - trainer.epoch)
         records = []
@@ -334,8 +277,11 @@ class Run:
         return records
 
     def finish(self):
-        """Test ELBO into ``eval.json``, and the figures. Returns the summary dict."""
-        summary = evaluate_run_elbo(self.vae, self.test, self.config, self.device)
+        """Evaluate on the test set (IWAE with the recipe's k) into ``eval.json``, save the
+        per-datapoint estimates, and draw the figures. Returns the summary dict."""
+        summary, result = evaluate_run(self.vae, self.test, self.config, self.device,
+                                       progress=not self.quiet)
+        save_result(self.run_dir, result)
         summary.update(run=str(self.run_dir), epochs=self.trainer.epoch, steps=self.trainer.step)
         metrics = read_metrics(self.run_dir)
         if metrics:
@@ -344,65 +290,3 @@ class Run:
         write_figures(self.vae, self.test, self.data.image_shape, self.run_dir, metrics,
                       seed=self.config.train.seed)
         return summary
-
-
-def evaluate_run_elbo(vae, test, config, device):
-    """Mean test ELBO (nats per datapoint, seed 0) and its standard error."""
-    vae.eval()
-    values = evaluate.elbo(vae.model, vae.guide, test, config.train.eval_batch_size, seed=0,
-                           device=device)
-    return {"test_elbo": float(values.mean()),
-            "test_elbo_se": float(values.std() / math.sqrt(len(values))) if len(values) > 1 else 0.0,
-            "num_test": int(len(values))}
-
-
-def update_eval_json(run_dir, results):
-    """Merge ``results`` into ``run_dir/eval.json`` (written atomically)."""
-    path = Path(run_dir) / "eval.json"
-    current = json.loads(path.read_text()) if path.is_file() else {}
-    current.update(results)
-    _write_json(path, current)
-    return current
-
-
-def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
-    """Write ``samples.png``, ``reconstructions.png`` and (with metrics) ``curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from . import plots
-
-    run_dir = Path(run_dir)
-    device = next(vae.parameters()).device
-    vae.eval()
-    with torch.no_grad(), evaluate.seeded(seed, device):
-        samples = vae.sample(n)
-        originals = test[:30].to(device)
-        recon = vae.reconstruct(originals)
-    plots.save_figure(plots.plot_images(samples, image_shape, title="samples (pixel means)"),
-                      run_dir / "samples.png")
-    plots.save_figure(plots.plot_reconstructions(originals, recon, image_shape),
-                      run_dir / "reconstructions.png")
-    if metrics:
-        plots.save_figure(plots.plot_curves(metrics), run_dir / "curves.png")
-
-
-def load_run(run_dir, device="auto"):
-    """Rebuild the trained VAE of a run folder from its checkpoint alone.
-
-    :returns: ``(vae, config, checkpoint)`` with the VAE on ``device`` in eval mode.
-    :raises CheckpointError: for a missing or bad checkpoint.
-    :raises ConfigError: if the stored recipe is invalid.
-    """
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    state = load_checkpoint(run_dir, map_location=device)
-    config = Config.from_dict(state["config"], where=f"checkpoint in {run_dir}")
-    vae = build_vae(config.model, tuple(state["event_shape"])).to(device)
-    vae.load_state_dict(state["model"])
-    vae.eval()
-    return vae, config, state
-
-
-__all__ = ["Trainer", "Run", "resolve_device", "check_compatible", "prepare_run_folder",
-           "read_metrics", "load_run", "write_figures", "update_eval_json",
-           "evaluate_run_elbo"]

@@ -1,6 +1,9 @@
 import json
+import math
 import subprocess
 import sys
+
+import numpy as np
 
 import pytest
 import torch
@@ -31,15 +34,58 @@ def test_train_writes_the_run_folder(trained_run, capsys):
     assert state["config"] == config and state["epoch"] == 2
     result = json.loads((trained_run / "eval.json").read_text())
     assert result["test_elbo"] < 0 and result["num_test"] == 297
+    assert result["k"] == 100 and result["test_log_likelihood"] >= result["test_elbo"]
+    assert (trained_run / "loglik-k100-seed0.pt").exists()
 
 
 def test_evaluate_reproduces_the_training_summary(trained_run, capsys):
     before = json.loads((trained_run / "eval.json").read_text())
-    assert cli.main(["evaluate", str(trained_run), "--device", "cpu"]) == 0
+    assert cli.main(["evaluate", str(trained_run), "--device", "cpu", "--quiet"]) == 0
     after = json.loads((trained_run / "eval.json").read_text())
-    assert after["test_elbo"] == pytest.approx(before["test_elbo"], abs=1e-5)
+    assert after["test_log_likelihood"] == before["test_log_likelihood"]
+    assert after["test_elbo"] == before["test_elbo"]
     assert "validation_elbo" in after  # earlier keys are kept
-    assert '"test_elbo"' in capsys.readouterr().out
+    assert "log p(x), IWAE k=100" in capsys.readouterr().out
+
+
+def test_evaluate_with_k(trained_run, capsys):
+    assert cli.main(["evaluate", str(trained_run), "--k", "40", "--batch-size", "64",
+                     "--particle-batch", "16", "--quiet"]) == 0
+    result = json.loads((trained_run / "eval.json").read_text())
+    assert result["k"] == 40
+    for key in ("test_log_likelihood", "test_log_likelihood_se", "bits_per_dim",
+                "khat_above_0.7", "active_units", "kl_per_dim"):
+        assert key in result
+    assert 0.0 <= result["khat_above_0.7"] <= 1.0
+    assert result["bits_per_dim"] == -result["test_log_likelihood"] / (64 * math.log(2))
+    assert set(result["ladder"]) == {"1", "10", "40"}
+    out = capsys.readouterr().out
+    assert "bound at k=10" in out and "active units z" in out
+    assert cli.main(["evaluate", str(trained_run), "--k", "0"]) == 2
+
+
+def test_compare(trained_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert cli.main(["train", "--out", str(other), *TINY, "--set", "model.latent_dim=1"]) == 0
+    capsys.readouterr()
+    assert cli.main(["compare", str(trained_run), str(other), "--k", "30", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "log p(x), k=30" in out and "paired difference (first - second)" in out
+    assert ("has the higher test log-likelihood" in out) or ("no significant difference" in out)
+    # the estimates are cached in each run folder and reused
+    assert (other / "loglik-k30-seed0.pt").exists()
+    assert cli.main(["compare", str(trained_run), str(other), "--k", "30", "--quiet"]) == 0
+    assert capsys.readouterr().out == out
+
+
+def test_compare_refuses_different_test_sets(trained_run, tmp_path, capsys):
+    data = tmp_path / "mine.npz"
+    np.savez(data, train=np.random.default_rng(0).random((50, 64)),
+             test=np.random.default_rng(1).random((297, 64)))
+    other = tmp_path / "other"
+    assert cli.main(["train", "--out", str(other), *TINY, "--data", str(data)]) == 0
+    assert cli.main(["compare", str(trained_run), str(other), "--k", "5", "--quiet"]) == 2
+    assert "different data" in capsys.readouterr().err
 
 
 def test_sample(trained_run, tmp_path, capsys):
@@ -108,7 +154,8 @@ def test_cuda_requested_without_cuda(capsys):
     assert "no CUDA device" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["sample"], ["recipes"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["compare"], ["sample"],
+                                     ["recipes"]])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main([*command, "--help"])

@@ -97,3 +97,11 @@ def test_build_vae_mirrors_hidden_layers():
     enc = [m.out_features for m in vae.posterior.encoder.net if hasattr(m, "out_features")]
     dec = [m.out_features for m in vae.likelihood.decoder.net if hasattr(m, "out_features")]
     assert enc == [32, 8, 4] and dec == [8, 32, 64]
+
+
+@pytest.mark.parametrize("key, value", [("eval.k", 0), ("eval.particle_batch", -1),
+                                        ("train.batch_size", 0), ("train.lr", 0.0),
+                                        ("model.latent_dim", 0), ("train.epochs", -1)])
+def test_non_positive_settings_are_refused(key, value):
+    with pytest.raises(ConfigError, match=f"{key} must be"):
+        C.apply_overrides(C.Config(), {key: value})

@@ -129,6 +129,9 @@ def test_npz_loading(tmp_path):
     np.savez(p, train=rng.random((6, 3)), validation=rng.random((2, 3)), test=rng.random((2, 3)))
     d = D.load_dataset(str(p))
     assert d.validation.shape == (2, 3) and d.train.dtype == torch.float32
+    assert d.image_shape == (1, 1, 3)
+    np.savez(p, train=rng.random((6, 16)), test=rng.random((2, 16)))  # square: shown as 4x4
+    assert D.load_dataset(str(p)).image_shape == (1, 4, 4)
 
 
 def test_npz_missing_arrays(tmp_path):

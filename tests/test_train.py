@@ -7,7 +7,8 @@ from pyro.infer import Trace_ELBO
 from pyro_vae import config as C
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.errors import ConfigError, RunFolderError, TrainingDiverged
-from pyro_vae.train import Run, load_run, prepare_run_folder, resolve_device
+from pyro_vae.runs import load_run, prepare_run_folder, resolve_device
+from pyro_vae.train import Run
 
 
 def tiny_config(**train):
