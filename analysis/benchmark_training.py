@@ -58,16 +58,32 @@ class PlainVAE(nn.Module):
         self.decoder = nn.Sequential(nn.Linear(z_dim, hidden), nn.Softplus(),
                                      nn.Linear(hidden, x_dim))
 
-    def loss(self, x):
-        """Negative single-sample ELBO summed over the batch, nats."""
+    @classmethod
+    def from_vae(cls, vae):
+        """The same weights as a project VAE built with ``hidden=[h]`` (one hidden layer)."""
+        enc, dec = vae.posterior.encoder.net, vae.likelihood.decoder.net
+        plain = cls(enc[0].in_features, enc[0].out_features, vae.posterior.latent_dim)
+        for mine, theirs in ((plain.encoder, enc), (plain.decoder, dec)):
+            mine[0].load_state_dict(theirs[0].state_dict())
+            mine[2].load_state_dict(theirs[2].state_dict())
+        return plain
+
+    def log_weights(self, x, num_particles=1):
+        """``(k, B)`` log p(x, z) - log q(z|x), z ~ q(z|x), vectorized over particles."""
         loc, raw = self.encoder(x).split(self.z_dim, dim=-1)
         scale = F.softplus(raw) + 1e-5
-        eps = torch.randn_like(loc)
+        eps = torch.randn((num_particles, *loc.shape), dtype=loc.dtype, device=loc.device)
         z = loc + scale * eps
         log_q = (-0.5 * eps**2 - scale.log() - 0.5 * LOG_2PI).sum(-1)
         log_p_z = (-0.5 * z**2 - 0.5 * LOG_2PI).sum(-1)
-        log_p_x = -F.binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none").sum(-1)
-        return -(log_p_x + log_p_z - log_q).sum()
+        logits = self.decoder(z)
+        log_p_x = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits),
+                                                      reduction="none").sum(-1)
+        return log_p_x + log_p_z - log_q
+
+    def loss(self, x):
+        """Negative single-sample ELBO summed over the batch, nats."""
+        return -self.log_weights(x, 1).sum()
 
 
 def plain_step(model, optimizer, x):

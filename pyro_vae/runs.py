@@ -40,28 +40,38 @@ def resolve_device(device="auto"):
 
 
 
-def prepare_run_folder(out, overwrite=False):
-    """Create ``out`` for a new run.
+def check_run_folder(out, overwrite=False):
+    """Check that a new run may be written to ``out``, changing nothing on disk.
 
-    :raises RunFolderError: if ``out`` exists and is not empty, unless ``overwrite`` is set
-        and it is a pyro_vae run folder (then its contents are removed). A non-empty folder
-        that is not a run folder is never removed.
+    :returns: True if ``out`` holds a run that ``overwrite`` will replace.
+    :raises RunFolderError: if ``out`` is a file, or a non-empty folder, unless
+        ``overwrite`` is set and it is a pyro_vae run folder. A non-empty folder that is
+        not a run folder is never replaced.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out} exists and is a file; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
-        is_run = any((out / m).exists() for m in RUN_MARKERS)
-        if not overwrite:
-            raise RunFolderError(f"run folder {out} already exists; pass --overwrite to replace it, "
-                                 f"--resume {out} to continue it, or choose another --out")
-        if not is_run:
-            raise RunFolderError(f"{out} is not empty and is not a pyro_vae run folder; "
-                                 "refusing to delete it. Choose another --out")
+    if not (out.is_dir() and any(out.iterdir())):
+        return False
+    if not overwrite:
+        raise RunFolderError(f"run folder {out} already exists; pass --overwrite to replace it, "
+                             f"--resume {out} to continue it, or choose another --out")
+    if not any((out / m).exists() for m in RUN_MARKERS):
+        raise RunFolderError(f"{out} is not empty and is not a pyro_vae run folder; "
+                             "refusing to delete it. Choose another --out")
+    return True
+
+
+def prepare_run_folder(out, overwrite=False):
+    """Create ``out`` for a new run, replacing an old run there only if ``overwrite``.
+
+    :raises RunFolderError: see :func:`check_run_folder`.
+    """
+    out = Path(out)
+    if check_run_folder(out, overwrite):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
-
 
 
 def read_metrics(run_dir):

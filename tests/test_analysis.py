@@ -38,11 +38,7 @@ def test_plain_loss_is_the_same_estimator_as_trace_elbo():
 
     bench = load_script("benchmark_training")
     vae = build_vae(ModelConfig(latent_dim=3, hidden=[8]), (10,))
-    plain = bench.PlainVAE(10, 8, 3)
-    plain.encoder[0].load_state_dict(vae.posterior.encoder.net[0].state_dict())
-    plain.encoder[2].load_state_dict(vae.posterior.encoder.net[2].state_dict())
-    plain.decoder[0].load_state_dict(vae.likelihood.decoder.net[0].state_dict())
-    plain.decoder[2].load_state_dict(vae.likelihood.decoder.net[2].state_dict())
+    plain = bench.PlainVAE.from_vae(vae)
     x = torch.bernoulli(torch.full((4, 10), 0.5))
     torch.manual_seed(3)
     a = plain.loss(x)
@@ -68,3 +64,18 @@ def test_readme_python_example_runs():
     code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
     assert "range(50)" in code
     exec(compile(code.replace("range(50)", "range(1)"), "README.md", "exec"), {})
+
+
+@pytest.mark.parametrize("estimator", ["project", "plain"])
+def test_benchmark_loglik_worker_smoke(estimator, capsys):
+    """Each estimator of the benchmark runs (in-process here; the script runs them in
+    subprocesses), and both estimate the same thing."""
+    import json
+
+    bench = load_script("benchmark_loglik")
+    bench.main(["--data", "digits", "--num-test", "30", "--k", "40", "--batch-size", "16",
+                "--particle-batch", "16", "--worker", estimator])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["estimator"] == estimator and out["num_test"] == 30 and out["k"] == 40
+    assert out["datapoint_particles_per_second"] > 0 and out["peak_rss_mb"] > 0
+    assert out["mean_log_likelihood"] < 0

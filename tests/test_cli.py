@@ -134,10 +134,11 @@ def test_overwrite(tmp_path):
     (["train", "--set", "noequals"], "expected TABLE.KEY=VALUE"),
     (["evaluate", "/nonexistent/run"], "no checkpoint at"),
 ])
-def test_bad_input_is_a_clear_error(tmp_path, capsys, argv, message):
+def test_bad_input_is_a_clear_error(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)  # where a default run folder would appear
     assert cli.main([*argv, "--device", "cpu"] if argv[0] == "train" else argv) == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_corrupt_checkpoint_is_refused(trained_run, tmp_path, capsys):
@@ -168,3 +169,11 @@ def test_module_entry_point():
     out = subprocess.run([sys.executable, "-m", "pyro_vae", "recipes"],
                          capture_output=True, text=True, check=True).stdout
     assert "vae" in out.split()
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(trained_run, capsys):
+    before = (trained_run / "checkpoint.pt").read_bytes()
+    assert cli.main(["train", "--out", str(trained_run), "--overwrite", *TINY,
+                     "--data", "cifar"]) == 2
+    assert "unknown data set" in capsys.readouterr().err
+    assert (trained_run / "checkpoint.pt").read_bytes() == before

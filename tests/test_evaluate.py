@@ -135,17 +135,19 @@ def lg():
     torch.manual_seed(1)
     W, b, s = torch.randn(4, 2), torch.randn(4), 0.7
     model, exact_guide, exact = linear_gaussian(W, b, s)
-    x = dist.MultivariateNormal(b, W @ W.T + s**2 * torch.eye(4)).sample((20,))
+    marginal = dist.MultivariateNormal(b, W @ W.T + s**2 * torch.eye(4))
+    x = marginal.sample((20,))
     cov_post = torch.linalg.inv(torch.eye(2) + W.T @ W / s**2)
+    shift, widen = 1.0, 1.5
 
     def guide(x):  # right family, wrong mean and scale, no correlations
-        mean = (x - b) @ W @ cov_post.T / s**2 + 0.3
+        mean = (x - b) @ W @ cov_post.T / s**2 + shift
         with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", dist.Normal(mean, 1.3 * cov_post.diag().sqrt()).to_event(1))
+            pyro.sample("z", dist.Normal(mean, widen * cov_post.diag().sqrt()).to_event(1))
 
     def closed_form_elbo(x):
-        m = (x - b) @ W @ cov_post.T / s**2 + 0.3
-        v = (1.3 * cov_post.diag().sqrt()) ** 2
+        m = (x - b) @ W @ cov_post.T / s**2 + shift
+        v = (widen * cov_post.diag().sqrt()) ** 2
         resid = x - m @ W.T - b
         e_lik = -0.5 * 4 * math.log(2 * math.pi * s**2) - (
             (resid**2).sum(-1) + (W**2 @ v).sum()) / (2 * s**2)
@@ -154,21 +156,24 @@ def lg():
         return e_lik + e_prior + entropy
 
     return dict(model=model, guide=guide, exact_guide=exact_guide, exact=exact(x), x=x,
-                closed_form_elbo=closed_form_elbo(x))
+                closed_form_elbo=closed_form_elbo(x), marginal=marginal, exact_fn=exact)
 
 
 def test_iwae_approaches_exact_log_likelihood(lg):
-    r = log_likelihood(lg["model"], lg["guide"], lg["x"], num_particles=5000, batch_size=7,
-                       particle_batch=1000)
     exact = lg["exact"].double()
-    gaps = {k: float((exact - v).mean()) for k, v in r.ladder.items()}
-    assert list(gaps) == [1, 10, 100, 1000, 5000]
-    # a lower bound whose gap shrinks as k grows
-    assert gaps[1] > gaps[10] > gaps[100] > 0
-    assert gaps[1] > 0.2
-    # at k = 5000 within a few Monte Carlo standard errors of the exact value, per datapoint
-    assert ((r.log_likelihood - exact).abs() < 5 * r.mc_se + 1e-3).all()
-    assert abs(gaps[5000]) < 0.02
+    gaps = []
+    for seed in range(6):  # the gap in expectation: averaged over independent runs
+        r = log_likelihood(lg["model"], lg["guide"], lg["x"], num_particles=5000, batch_size=7,
+                           particle_batch=1000, seed=seed)
+        assert list(r.ladder) == [1, 10, 100, 1000, 5000]
+        gaps.append([float((exact - v).mean()) for v in r.ladder.values()])
+        # at k = 5000 within a few Monte Carlo standard errors of the exact value, per datapoint
+        assert ((r.log_likelihood - exact).abs() < 5 * r.mc_se + 1e-3).all()
+    mean_gaps = torch.tensor(gaps).mean(0).tolist()
+    # a lower bound whose gap shrinks as k grows, and is closed, up to Monte Carlo noise
+    # (about 0.005 nats here), at k = 5000
+    assert mean_gaps[:4] == sorted(mean_gaps[:4], reverse=True) and mean_gaps[3] > 0
+    assert mean_gaps[0] > 1.0 and abs(mean_gaps[-1]) < 0.02
     assert r.num_datapoints == 20 and r.event_size == 4
     assert r.mean == pytest.approx(float(r.log_likelihood.mean()))
     assert r.bits_per_dim == pytest.approx(-r.mean / (4 * math.log(2)))
@@ -198,11 +203,11 @@ def test_k_equal_1_is_the_elbo(lg):
 
 
 def test_bound_does_not_decrease_with_k_on_average(lg):
-    means = []
-    for k in (1, 4, 16, 64):
-        r = log_likelihood(lg["model"], lg["guide"], lg["x"], num_particles=k, seed=k)
-        means.append(r.mean)
+    x = lg["marginal"].sample((400,))
+    means = [log_likelihood(lg["model"], lg["guide"], x, num_particles=k, seed=k).mean
+             for k in (1, 4, 16, 64)]
     assert means == sorted(means)
+    assert means[-1] < float(lg["exact_fn"](x).mean())
 
 
 def test_two_layer_hand_written_hierarchy():

@@ -102,3 +102,19 @@ def test_bernoulli_likelihood_normalized():
     xs = torch.tensor([[(i >> b) & 1 for b in range(4)] for i in range(16)], dtype=torch.float)
     total = lik(z).log_prob(xs).exp().sum()
     assert torch.allclose(total, torch.tensor(1.0), atol=1e-6)
+
+
+def test_lean_bernoulli_matches_torch_and_validates():
+    from pyro_vae.likelihoods import Bernoulli
+
+    logits = torch.randn(3, 5, requires_grad=True)
+    x = torch.bernoulli(torch.full((2, 3, 5), 0.5))
+    ours = Bernoulli(logits=logits).log_prob(x)
+    ref = torch.distributions.Bernoulli(logits=logits).log_prob(x)
+    assert ours.shape == (2, 3, 5) and torch.allclose(ours, ref)
+    (g_ours,) = torch.autograd.grad(ours.sum(), logits)
+    (g_ref,) = torch.autograd.grad(ref.sum(), logits)
+    assert torch.allclose(g_ours, g_ref)
+    with pytest.raises(ValueError):
+        Bernoulli(logits=logits, validate_args=True).log_prob(torch.full((3, 5), 0.5))
+    assert isinstance(Bernoulli(logits=logits).expand((4, 3, 5)), Bernoulli)
