@@ -196,8 +196,11 @@ def cmd_train(args):
     return 0
 
 
-def _evaluate_run(run, args, reuse=False):
-    """Load a run, its test set, and evaluate it with the command-line options."""
+def _evaluate_run(run, args, reuse=False, test_sets=None):
+    """Load a run, its test set, and evaluate it with the command-line options.
+
+    ``test_sets`` caches test sets by data settings, so that runs on the same data share one.
+    """
     from .data import load_dataset, prepare_eval_splits
     from .evaluate import data_fingerprint
     from .runs import evaluate_run, load_result, load_run, resolve_device, save_result
@@ -208,8 +211,13 @@ def _evaluate_run(run, args, reuse=False):
                                                                "particle_batch", "seed")
                  if getattr(args, key) is not None}
     config = apply_overrides(config, overrides)
-    data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
-    _, test = prepare_eval_splits(data, config.data.binarization)
+    key = (config.data.name, config.data.data_dir, config.data.binarization)
+    test_sets = {} if test_sets is None else test_sets
+    if key not in test_sets:
+        data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
+        test_sets[key] = prepare_eval_splits(data, config.data.binarization)[1]
+        del data
+    test = test_sets[key]
     cached = load_result(run, config.eval.k, config.eval.seed) if reuse else None
     if cached is not None and cached.fingerprint == data_fingerprint(test):
         return None, cached, state
@@ -236,9 +244,9 @@ def cmd_compare(args):
     """``pyro-vae compare RUN_A RUN_B --k 1000``: a paired comparison table."""
     from .evaluate import compare
 
-    results = []
+    results, test_sets = [], {}
     for run in (args.run_a, args.run_b):
-        _, result, _ = _evaluate_run(run, args, reuse=True)
+        _, result, _ = _evaluate_run(run, args, reuse=True, test_sets=test_sets)
         results.append(result)
     try:
         comparison = compare(results[0], results[1], name_a=args.run_a, name_b=args.run_b)
