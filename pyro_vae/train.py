@@ -196,6 +196,9 @@ class Run:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.quiet = quiet
         cfg = config
+        # a fresh run owns Pyro's global param store, as in Pyro's examples: names left by
+        # an earlier model in this process would otherwise shadow this one's parameters
+        pyro.clear_param_store()
         seed_everything(cfg.train.seed)
         self.data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download)
         self.vae = build_vae(cfg.model, self.data.event_shape).to(self.device)
