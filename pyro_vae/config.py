@@ -14,23 +14,55 @@ can be rebuilt without the recipe file (:func:`build_vae`).
 """
 
 import dataclasses
+import inspect
 import tomllib
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .guides import DiagonalNormalGuide
+from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide,
+                     RadialGuide, SplineGuide)
 from .likelihoods import BernoulliLikelihood
-from .priors import StandardNormalPrior
+from .priors import FlowPrior, MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior
 from .vae import VAE
 
-#: Priors by name: ``cls(latent_dim)``.
-PRIORS = {"standard_normal": StandardNormalPrior}
-#: Guides by name: ``cls(event_shape, latent_dim, hidden, activation)``.
-GUIDES = {"diagonal_normal": DiagonalNormalGuide}
-#: Likelihoods by name: ``cls(event_shape, latent_dim, hidden, activation)``.
+#: Priors by name; each class has ``build(ctx, **options)``.
+PRIORS = {
+    "standard_normal": StandardNormalPrior,
+    "mog": MixtureOfGaussiansPrior,
+    "vamp": VampPrior,
+    "flow": FlowPrior,
+}
+#: Guides by name; each class has ``build(ctx, **options)``.
+GUIDES = {
+    "diagonal_normal": DiagonalNormalGuide,
+    "full_cov_normal": FullCovNormalGuide,
+    "iaf": IAFGuide,
+    "planar": PlanarGuide,
+    "radial": RadialGuide,
+    "spline": SplineGuide,
+}
+#: Likelihoods by name; each class has ``build(ctx, **options)``.
 LIKELIHOODS = {"bernoulli": BernoulliLikelihood}
+
+
+@dataclass
+class BuildContext:
+    """What every component is built from (besides its own options).
+
+    :ivar tuple event_shape: shape of one datapoint.
+    :ivar int latent_dim: D.
+    :ivar list hidden: hidden sizes of the encoder; the decoder gets them reversed.
+    :ivar str activation: activation name.
+    :ivar guide: the guide module, once built (the VampPrior shares it).
+    """
+
+    event_shape: tuple
+    latent_dim: int
+    hidden: list
+    activation: str
+    guide: object = None
 
 
 @dataclass
@@ -43,6 +75,10 @@ class ModelConfig:
     :ivar int latent_dim: D, the size of z.
     :ivar list hidden: hidden layer sizes of the encoder and of the decoder (mirrored).
     :ivar str activation: a key of :data:`pyro_vae.nets.ACTIVATIONS`.
+    :ivar dict prior_options: keyword options of the prior's ``build`` (TOML table
+        ``[model.prior_options]``), e.g. ``num_pseudo = 500`` for ``vamp``.
+    :ivar dict guide_options: likewise for the guide, e.g. ``num_flows = 2`` for ``iaf``.
+    :ivar dict likelihood_options: likewise for the likelihood.
     """
 
     prior: str = "standard_normal"
@@ -51,6 +87,9 @@ class ModelConfig:
     latent_dim: int = 50
     hidden: list = field(default_factory=lambda: [400])
     activation: str = "softplus"
+    prior_options: dict = field(default_factory=dict)
+    guide_options: dict = field(default_factory=dict)
+    likelihood_options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -280,23 +319,52 @@ def _lookup(registry, name, what):
         raise ConfigError(f"unknown {what} {name!r}; choose one of {sorted(registry)}") from None
 
 
+def component_options(cls):
+    """The options (keyword arguments of ``cls.build`` after ``ctx``) and their defaults."""
+    params = list(inspect.signature(cls.build).parameters.values())[1:]
+    return {p.name: p.default for p in params}
+
+
+def build_component(registry, name, what, ctx, options):
+    """Build ``registry[name]`` with ``options``.
+
+    :raises ConfigError: for an unknown name (listing the valid ones), an option the
+        component does not take (listing the ones it does), or an invalid value.
+    """
+    cls = _lookup(registry, name, what)
+    valid = component_options(cls)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(f"{what} {name!r} does not take option(s) {unknown}; its options are "
+                          f"{sorted(valid) or 'none'} (set them in [model.{what}_options])")
+    try:
+        return cls.build(ctx, **options)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{what} {name!r} with options {options}: {e}") from None
+
+
 def build_vae(model_config, event_shape):
     """Build the :class:`~pyro_vae.vae.VAE` a :class:`ModelConfig` describes.
 
+    The guide is built first (the VampPrior shares it), then the prior, then the
+    likelihood, whose decoder mirrors the encoder's hidden sizes.
+
     :param ModelConfig model_config: the ``[model]`` table.
     :param tuple event_shape: shape of one datapoint, e.g. ``(784,)``.
-    :raises ConfigError: for unknown component names (listing the valid ones) or bad sizes.
+    :raises ConfigError: for unknown component names or options (listing the valid
+        ones), or bad sizes.
     """
     m = model_config
-    prior_cls = _lookup(PRIORS, m.prior, "prior")
-    guide_cls = _lookup(GUIDES, m.guide, "guide")
-    likelihood_cls = _lookup(LIKELIHOODS, m.likelihood, "likelihood")
     if m.latent_dim < 1:
         raise ConfigError(f"model.latent_dim must be at least 1, got {m.latent_dim}")
     hidden = list(m.hidden)
     if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         raise ConfigError(f"model.hidden must be a list of positive integers, got {m.hidden!r}")
-    return VAE(prior_cls(m.latent_dim),
-               guide_cls(event_shape, m.latent_dim, hidden, m.activation),
-               likelihood_cls(event_shape, m.latent_dim, hidden[::-1], m.activation),
-               event_shape=event_shape)
+    ctx = BuildContext(tuple(event_shape), m.latent_dim, hidden, m.activation)
+    guide = build_component(GUIDES, m.guide, "guide", ctx, m.guide_options)
+    prior = build_component(PRIORS, m.prior, "prior", dataclasses.replace(ctx, guide=guide),
+                            m.prior_options)
+    likelihood = build_component(LIKELIHOODS, m.likelihood, "likelihood",
+                                 dataclasses.replace(ctx, hidden=hidden[::-1]),
+                                 m.likelihood_options)
+    return VAE(prior, guide, likelihood, event_shape=event_shape)

@@ -3,12 +3,24 @@
 A guide is a :class:`torch.nn.Module`. Called with a batch ``x`` of shape
 ``(B, *event_shape)`` it returns a :class:`torch.distributions.Distribution` with batch
 shape ``(B,)`` and event shape ``(latent_dim,)``.
+
+Every guide has a classmethod ``build(ctx, **options)`` used by recipes: ``ctx`` is a
+:class:`~pyro_vae.config.BuildContext` (event shape, latent size, hidden sizes,
+activation) and the keyword arguments are the options a recipe may set in
+``[model.guide_options]``; any other option is an error.
+
+Flow guides push the diagonal Gaussian through Pyro's conditional transforms
+(:mod:`pyro.distributions.transforms`) whose parameters depend on the encoder's last
+hidden activations ``h`` (the context). Their samples come in one pass; their density at
+their own samples uses the transforms' cache, so no inverse is computed in training.
 """
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
 import pyro.distributions as dist
+import pyro.distributions.transforms as T
 
 from .nets import MLP, event_size, flatten_event
 
@@ -30,14 +42,183 @@ class DiagonalNormalGuide(nn.Module):
     Shapes: ``x`` ``(B, *event_shape)`` -> distribution with batch ``(B,)``, event ``(D,)``.
     """
 
+    #: Whether q(z|x) can be evaluated at any z (not only at its own samples).
+    invertible = True
+
     def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus"):
         super().__init__()
         self.event_shape = tuple(event_shape)
         self.latent_dim = int(latent_dim)
-        self.encoder = MLP(event_size(self.event_shape), hidden, 2 * self.latent_dim, activation)
+        self.encoder = MLP(event_size(self.event_shape), hidden, self.num_outputs(), activation)
+
+    @classmethod
+    def build(cls, ctx):
+        """Build from a recipe's :class:`~pyro_vae.config.BuildContext` (no options)."""
+        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation)
+
+    def num_outputs(self):
+        """Size of the encoder's output: a mean and a scale per latent dimension."""
+        return 2 * self.latent_dim
+
+    def base(self, params):
+        """The diagonal Gaussian given the encoder's output ``(..., 2 D)``."""
+        loc, raw_scale = params[..., :self.latent_dim], params[..., self.latent_dim:]
+        return dist.Normal(loc, F.softplus(raw_scale) + MIN_SCALE).to_event(1)
 
     def forward(self, x):
         """Return q(z|x) for a batch ``x`` of shape ``(B, *event_shape)``."""
-        h = self.encoder(flatten_event(x, self.event_shape))
-        loc, raw_scale = h.split(self.latent_dim, dim=-1)
-        return dist.Normal(loc, F.softplus(raw_scale) + MIN_SCALE).to_event(1)
+        return self.base(self.encoder(flatten_event(x, self.event_shape)))
+
+
+class FullCovNormalGuide(DiagonalNormalGuide):
+    """A full-covariance Gaussian :math:`q(z|x) = \\mathcal{N}(z; \\mu(x), L(x) L(x)^T)`.
+
+    The encoder outputs the mean and the ``D (D + 1) / 2`` entries of a lower-triangular
+    scale ``L``, whose diagonal goes through a softplus (Kingma & Welling 2013,
+    arXiv:1312.6114, appendix; the Cholesky parameterization).
+
+    Shapes: as :class:`DiagonalNormalGuide`.
+    """
+
+    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus"):
+        super().__init__(event_shape, latent_dim, hidden, activation)
+        rows, cols = torch.tril_indices(self.latent_dim, self.latent_dim)
+        self.register_buffer("tril_rows", rows)
+        self.register_buffer("tril_cols", cols)
+
+    def num_outputs(self):
+        """A mean per dimension and the lower triangle of the scale."""
+        d = self.latent_dim
+        return d + d * (d + 1) // 2
+
+    def base(self, params):
+        """The full-covariance Gaussian given the encoder's output."""
+        d = self.latent_dim
+        loc, entries = params[..., :d], params[..., d:]
+        scale_tril = params.new_zeros(params.shape[:-1] + (d, d))
+        scale_tril[..., self.tril_rows, self.tril_cols] = entries
+        diag = torch.diagonal(scale_tril, dim1=-2, dim2=-1)
+        scale_tril = scale_tril - torch.diag_embed(diag) + torch.diag_embed(
+            F.softplus(diag) + MIN_SCALE)
+        return dist.MultivariateNormal(loc, scale_tril=scale_tril)
+
+
+def _iaf(latent_dim, context_dim, hidden, stable=True):
+    return T.conditional_affine_autoregressive(latent_dim, context_dim, hidden_dims=hidden,
+                                               stable=stable)
+
+
+def _planar(latent_dim, context_dim, hidden):
+    return T.conditional_planar(latent_dim, context_dim, hidden_dims=hidden)
+
+
+def _radial(latent_dim, context_dim, hidden):
+    return T.conditional_radial(latent_dim, context_dim, hidden_dims=hidden)
+
+
+def _spline(latent_dim, context_dim, hidden, count_bins=8):
+    return T.conditional_spline_autoregressive(latent_dim, context_dim, hidden_dims=hidden,
+                                               count_bins=count_bins)
+
+
+class FlowGuide(DiagonalNormalGuide):
+    """A diagonal Gaussian pushed through ``num_flows`` conditional Pyro transforms.
+
+    :math:`z_0 \\sim \\mathcal{N}(\\mu(x), \\sigma(x)^2)`, :math:`z = f_K \\circ \\dots
+    \\circ f_1(z_0; h(x))`, where ``h`` is the encoder's last hidden layer. Subclasses
+    name the transform (:attr:`flow`); autoregressive ones get a fixed reversal of the
+    latent dimensions between steps, so every dimension conditions on every other.
+
+    :param int num_flows: K.
+    :param flow_hidden: hidden sizes of each transform's conditioning network (default
+        ``[max(2 D, 32)]``).
+    :raises ValueError: if ``num_flows < 1`` or the encoder has no hidden layer (the
+        context ``h`` would be the raw input).
+    """
+
+    #: Factory ``(latent_dim, context_dim, hidden, **kw) -> ConditionalTransformModule``.
+    flow = None
+    #: Whether the transform is autoregressive (then permute between steps).
+    autoregressive = False
+    #: Steps when a recipe does not say.
+    default_num_flows = 2
+
+    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus",
+                 num_flows=2, flow_hidden=None, **flow_kwargs):
+        super().__init__(event_shape, latent_dim, hidden, activation)
+        if int(num_flows) < 1:
+            raise ValueError(f"num_flows must be at least 1, got {num_flows}")
+        if not list(hidden):
+            raise ValueError("a flow guide conditions on the encoder's last hidden layer; "
+                             "give the encoder at least one hidden layer")
+        d = self.latent_dim
+        flow_hidden = list(flow_hidden) if flow_hidden is not None else [max(2 * d, 32)]
+        context = self.encoder.feature_size
+        self.flows = nn.ModuleList([type(self).flow(d, context, flow_hidden, **flow_kwargs)
+                                    for _ in range(int(num_flows))])
+        self.register_buffer("reverse", torch.arange(d - 1, -1, -1))
+
+    @classmethod
+    def build(cls, ctx, num_flows=None, flow_hidden=None):
+        """Build from a recipe; options ``num_flows`` (default :attr:`default_num_flows`)
+        and ``flow_hidden``."""
+        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation,
+                   num_flows=num_flows or cls.default_num_flows, flow_hidden=flow_hidden)
+
+    def forward(self, x):
+        """Return q(z|x), a :class:`~pyro.distributions.TransformedDistribution`."""
+        h, params = self.encoder.forward_with_features(flatten_event(x, self.event_shape))
+        transforms = []
+        for i, flow in enumerate(self.flows):
+            if i > 0 and self.autoregressive:
+                transforms.append(T.Permute(self.reverse))
+            transforms.append(flow.condition(h))
+        return dist.TransformedDistribution(self.base(params), transforms)
+
+
+class IAFGuide(FlowGuide):
+    """Inverse autoregressive flow (Kingma et al. 2016, arXiv:1606.04934): conditional
+    affine-autoregressive steps in their numerically stable, sigmoid-gated form
+    (``stable=True`` in Pyro's :class:`~pyro.distributions.transforms.AffineAutoregressive`)."""
+
+    flow = staticmethod(_iaf)
+    autoregressive = True
+
+
+class PlanarGuide(FlowGuide):
+    """Amortized planar flow (Rezende & Mohamed 2015, arXiv:1505.05770): each step's
+    parameters come from ``h`` (Pyro's ``ConditionalPlanar``)."""
+
+    flow = staticmethod(_planar)
+    default_num_flows = 8
+    #: Planar and radial steps have no closed-form inverse: q(z|x) is known only at its
+    #: own samples (through the transforms' cache).
+    invertible = False
+
+
+class RadialGuide(PlanarGuide):
+    """Amortized radial flow (Rezende & Mohamed 2015, arXiv:1505.05770; Pyro's
+    ``ConditionalRadial``)."""
+
+    flow = staticmethod(_radial)
+
+
+class SplineGuide(FlowGuide):
+    """Conditional neural spline flow (Durkan et al. 2019, arXiv:1906.04032): monotone
+    rational-quadratic splines whose knots come autoregressively from ``z`` and ``h``
+    (Pyro's ``ConditionalSplineAutoregressive``).
+
+    Used instead of Sylvester flows (van den Berg et al. 2018, arXiv:1803.05649): Pyro's
+    ``Sylvester`` transform is not conditional, so it cannot be amortized through Pyro's
+    transforms without writing the flow ourselves.
+    """
+
+    flow = staticmethod(_spline)
+    autoregressive = True
+
+    @classmethod
+    def build(cls, ctx, num_flows=None, flow_hidden=None, count_bins=8):
+        """Build from a recipe; options ``num_flows``, ``flow_hidden``, ``count_bins``."""
+        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation,
+                   num_flows=num_flows or cls.default_num_flows, flow_hidden=flow_hidden,
+                   count_bins=count_bins)

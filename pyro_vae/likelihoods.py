@@ -58,6 +58,11 @@ class BernoulliLikelihood(nn.Module):
         self.latent_dim = int(latent_dim)
         self.decoder = MLP(self.latent_dim, hidden, event_size(self.event_shape), activation)
 
+    @classmethod
+    def build(cls, ctx):
+        """Build from a recipe's context (no options)."""
+        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation)
+
     def forward(self, z):
         """Return p(x|z) for latents ``z`` of shape ``(..., D)``."""
         logits = unflatten_event(self.decoder(z), self.event_shape)

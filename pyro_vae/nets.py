@@ -67,6 +67,19 @@ class MLP(nn.Module):
         """Map ``(..., in_features)`` to ``(..., out_features)``."""
         return self.net(x)
 
+    def forward_with_features(self, x):
+        """Return ``(h, out)``: the input of the last linear layer (the last hidden
+        activations, or ``x`` itself without hidden layers) and the output."""
+        layers = list(self.net)
+        for layer in layers[:-1]:
+            x = layer(x)
+        return x, layers[-1](x)
+
+    @property
+    def feature_size(self):
+        """Size of ``h`` returned by :meth:`forward_with_features`."""
+        return self.net[-1].in_features
+
 
 def flatten_event(x, event_shape):
     """Flatten the trailing ``event_shape`` dims of ``x`` into one.

@@ -125,7 +125,8 @@ def test_overwrite(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--data", "cifar"], "unknown data set 'cifar'; choose one of ['digits', "),
-    (["train", "--set", "model.prior=vamp"], "unknown prior 'vamp'; choose one of"),
+    (["train", "--set", "model.prior=wishart"], "unknown prior 'wishart'; choose one of"),
+    (["train", "--set", "model.guide_options={num_flow=3}"], "does not take option(s) ['num_flow']"),
     (["train", "--set", "model.likelihood=poisson"], "unknown likelihood 'poisson'"),
     (["train", "--set", "model.guide=iaf9"], "unknown guide 'iaf9'"),
     (["train", "nonexistent_recipe"], "no recipe named 'nonexistent_recipe'"),

@@ -1,0 +1,227 @@
+"""Priors, guides and their combinations: densities, flows, shapes, options."""
+
+import itertools
+import math
+
+import pyro
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyro_vae import config as C
+from pyro_vae.errors import ConfigError
+from pyro_vae.evaluate import log_weights
+from pyro_vae.guides import DiagonalNormalGuide, FlowGuide
+from pyro_vae.priors import MixtureOfGaussiansPrior, VampPrior
+
+D, X = 2, 6  # latent size, data size
+
+
+def ctx(**kw):
+    return C.BuildContext(event_shape=(X,), latent_dim=D, hidden=[8], activation="tanh", **kw)
+
+
+def make_guide(name, **options):
+    return C.build_component(C.GUIDES, name, "guide", ctx(), options)
+
+
+def make_prior(name, **options):
+    guide = make_guide("diagonal_normal")
+    return C.build_component(C.PRIORS, name, "prior", ctx(guide=guide), options)
+
+
+def grid(lo=-7.0, hi=7.0, n=281):
+    axis = torch.linspace(lo, hi, n)
+    zz = torch.stack(torch.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
+    return zz, (axis[1] - axis[0]) ** 2
+
+
+@pytest.mark.parametrize("name", sorted(C.PRIORS))
+def test_prior_shapes_and_own_samples(name):
+    prior = make_prior(name)
+    p = prior(5)
+    assert p.batch_shape == (5,) and p.event_shape == (D,)
+    z = p.sample()
+    assert z.shape == (5, D)
+    assert torch.isfinite(p.log_prob(z)).all() and p.log_prob(z).shape == (5,)
+    # an outer particle dim broadcasts
+    assert p.expand((3, 5)).log_prob(torch.randn(3, 5, D)).shape == (3, 5)
+
+
+@pytest.mark.parametrize("name", sorted(C.PRIORS))
+def test_prior_density_integrates_to_one(name):
+    prior = make_prior(name)
+    zz, area = grid()
+    with torch.no_grad():
+        total = float(prior(1).log_prob(zz[:, None, :]).exp().sum() * area)
+    assert total == pytest.approx(1.0, abs=0.01)
+
+
+def test_mixture_of_gaussians_density():
+    prior = MixtureOfGaussiansPrior(D, num_components=3)
+    z = torch.randn(4, D)
+    comps = torch.distributions.Normal(prior.locs, prior.raw_scales.exp())
+    manual = torch.logsumexp(comps.log_prob(z[:, None, :]).sum(-1)
+                             + torch.log_softmax(prior.logits, -1), -1)
+    assert torch.allclose(prior(4).log_prob(z), manual, atol=1e-5)
+
+
+def test_vamp_prior_with_one_pseudo_input_is_the_guide_posterior():
+    guide = DiagonalNormalGuide((X,), D, [8])
+    prior = VampPrior(guide, (X,), num_pseudo=1)
+    z = torch.randn(7, D)
+    q = guide(prior.pseudo_inputs)
+    assert torch.allclose(prior(7).log_prob(z), q.log_prob(z), atol=1e-6)
+
+
+def test_vamp_prior_shares_the_guide_and_learns_pseudo_inputs():
+    vae = C.build_vae(C.ModelConfig(prior="vamp", latent_dim=D, hidden=[8],
+                                    prior_options={"num_pseudo": 4}), (X,))
+    params = list(vae.parameters())
+    assert len(params) == len({id(p) for p in params})
+    assert vae.prior.guide is vae.posterior
+    loss = Trace_ELBO().differentiable_loss(vae.model, vae.guide,
+                                            torch.bernoulli(torch.full((3, X), 0.5)))
+    loss.backward()
+    assert vae.prior.raw_pseudo_inputs.grad.abs().sum() > 0
+    assert ((vae.prior.pseudo_inputs > 0) & (vae.prior.pseudo_inputs < 1)).all()
+
+
+@pytest.mark.parametrize("name", sorted(C.GUIDES))
+def test_guide_shapes_and_own_samples(name):
+    guide = make_guide(name)
+    x = torch.rand(5, X)
+    q = guide(x)
+    assert q.batch_shape == (5,) and q.event_shape == (D,)
+    z = q.rsample()
+    assert z.shape == (5, D) and torch.isfinite(q.log_prob(z)).all()
+    qq = q.expand((3, 5))  # the particle plate's expansion
+    zz = qq.rsample()
+    assert zz.shape == (3, 5, D) and qq.log_prob(zz).shape == (3, 5)
+
+
+@pytest.mark.parametrize("name", ["diagonal_normal", "full_cov_normal", "iaf", "spline"])
+def test_guide_density_integrates_to_one(name):
+    """Invertible guides: integrate q(z|x) numerically over a 2-D grid."""
+    guide = make_guide(name)
+    with torch.no_grad():
+        q = guide(torch.rand(1, X))
+        zz, area = grid()
+        total = float(q.log_prob(zz[:, None, :]).exp().sum() * area)
+    assert total == pytest.approx(1.0, abs=0.02)
+
+
+def flow_guides():
+    return [n for n in sorted(C.GUIDES) if issubclass(C.GUIDES[n], FlowGuide)]
+
+
+@pytest.mark.parametrize("name", flow_guides())
+@pytest.mark.parametrize("batch_shape", [(), (4,), (2, 3)])
+def test_flow_log_det_matches_autograd_jacobian(name, batch_shape):
+    """log q(z) = log q0(z0) - log|det dz/dz0| with the Jacobian from autograd."""
+    torch.manual_seed(0)
+    guide = make_guide(name)
+    x = torch.rand(1, X)
+    q = guide(x)
+    transforms = q.transforms
+    z0 = q.base_dist.sample(batch_shape)  # batch_shape + (1, D)
+
+    def push(v):
+        for t in transforms:
+            v = t(v)
+        return v
+
+    flat = z0.reshape(-1, D)
+    expected = []
+    for row in flat:
+        jac = torch.autograd.functional.jacobian(lambda v: push(v.reshape(1, D)).reshape(D), row)
+        expected.append(torch.linalg.slogdet(jac)[1])
+    expected = torch.stack(expected).reshape(z0.shape[:-1])
+    steps = list(_steps(transforms, z0))  # one fresh pass: every transform caches its step
+    z = steps[-1][2]
+    assert z.shape == z0.shape
+    pyro_log_det = sum(t.log_abs_det_jacobian(a, b) for t, a, b in steps)
+    assert torch.allclose(pyro_log_det, expected, atol=1e-4)
+    assert torch.allclose(q.log_prob(z), q.base_dist.log_prob(z0) - expected, atol=1e-4)
+
+
+def _steps(transforms, v):
+    for t in transforms:
+        w = t(v)
+        yield t, v, w
+        v = w
+
+
+@pytest.mark.parametrize("name", ["iaf", "spline"])
+def test_invertible_flows_inverse_undoes_forward(name):
+    guide = make_guide(name)
+    q = guide(torch.rand(3, X))
+    z0 = q.base_dist.sample((4,))
+    z = z0
+    for t in q.transforms:
+        z = t(z)
+    back = z.clone()  # a new tensor: no cache hit
+    for t in reversed(q.transforms):
+        back = t.inv(back.clone())
+    assert torch.allclose(back, z0, atol=1e-4)
+
+
+def test_full_cov_guide_is_a_proper_cholesky_gaussian():
+    guide = make_guide("full_cov_normal")
+    q = guide(torch.rand(4, X))
+    L = q.scale_tril
+    assert torch.equal(L, torch.tril(L)) and (torch.diagonal(L, dim1=-2, dim2=-1) > 0).all()
+    z = torch.randn(4, D)
+    ref = torch.distributions.MultivariateNormal(q.loc, covariance_matrix=L @ L.transpose(-1, -2))
+    assert torch.allclose(q.log_prob(z), ref.log_prob(z), atol=1e-4)
+
+
+@pytest.mark.parametrize("prior, guide, likelihood",
+                         list(itertools.product(sorted(C.PRIORS), sorted(C.GUIDES),
+                                                sorted(C.LIKELIHOODS))))
+def test_every_combination_builds_trains_and_evaluates(prior, guide, likelihood):
+    config = C.ModelConfig(prior=prior, guide=guide, likelihood=likelihood, latent_dim=D,
+                           hidden=[8], prior_options={"num_pseudo": 3} if prior == "vamp" else {})
+    if prior == "vamp" and not C.GUIDES[guide].invertible:
+        with pytest.raises(ConfigError, match="needs the inverse of its flow.*Use a guide"):
+            C.build_vae(config, (X,))
+        return
+    vae = C.build_vae(config, (X,))
+    x = torch.bernoulli(torch.full((4, X), 0.5))
+    loss = Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)
+    loss.backward()
+    assert torch.isfinite(loss)
+    with torch.no_grad():
+        lw = log_weights(vae.model, vae.guide, x, 3)
+    assert lw.shape == (3, 4) and torch.isfinite(lw).all()
+
+
+def test_options_reach_the_component_and_bad_ones_are_refused():
+    assert len(make_guide("iaf", num_flows=3).flows) == 3
+    assert len(make_guide("planar").flows) == 8  # its default
+    assert make_prior("mog", num_components=7).locs.shape == (7, D)
+    with pytest.raises(ConfigError, match=r"guide 'iaf' does not take option\(s\) \['pseudo'\]; "
+                                          r"its options are \['flow_hidden', 'num_flows'\]"):
+        make_guide("iaf", pseudo=3)
+    with pytest.raises(ConfigError, match="prior 'standard_normal' does not take"):
+        make_prior("standard_normal", num_components=2)
+    with pytest.raises(ConfigError, match="num_flows must be at least 1"):
+        make_guide("iaf", num_flows=-1)
+    with pytest.raises(ConfigError, match="num_pseudo must be at least 1"):
+        make_prior("vamp", num_pseudo=0)
+
+
+def test_flow_guide_needs_a_hidden_layer():
+    with pytest.raises(ConfigError, match="at least one hidden layer"):
+        C.build_vae(C.ModelConfig(guide="iaf", hidden=[], latent_dim=2), (X,))
+
+
+def test_recipe_options_tables(tmp_path):
+    p = tmp_path / "r.toml"
+    p.write_text('[model]\nguide = "iaf"\n[model.guide_options]\nnum_flows = 3\n')
+    cfg = C.load_recipe(p)
+    assert cfg.model.guide_options == {"num_flows": 3}
+    vae = C.build_vae(cfg.model, (X,))
+    assert len(vae.posterior.flows) == 3
+    assert math.isfinite(float(vae.sample(2).sum()))
+    pyro.clear_param_store()
