@@ -13,7 +13,23 @@ leftmost dims are free for an outer particle plate.
 """
 
 import pyro
+import torch
 from torch import nn
+
+
+def point_estimate(q):
+    """``q.mean`` where it exists; for a transformed distribution, its base distribution's
+    point estimate pushed through the transforms; otherwise one sample."""
+    try:
+        return q.mean
+    except NotImplementedError:
+        pass
+    if isinstance(q, torch.distributions.TransformedDistribution):
+        z = point_estimate(q.base_dist)
+        for t in q.transforms:
+            z = t(z)
+        return z
+    return q.sample()
 
 
 class VAE(nn.Module):
@@ -83,10 +99,11 @@ class VAE(nn.Module):
             return pyro.sample("z", self.posterior(x))
 
     def reconstruct(self, x):
-        """Decode the guide's mean latent: the mean of p(x | E_q[z]), shape ``(B, *event_shape)``."""
+        """Decode a point estimate of the latent: the mean of p(x | z_hat), shape
+        ``(B, *event_shape)``. ``z_hat`` is the guide's mean, or for a flow guide (whose
+        mean has no closed form) the base distribution's mean pushed through the flow."""
         self.check_input(x)
-        q = self.posterior(x)
-        return self.likelihood(q.mean).mean
+        return self.likelihood(point_estimate(self.posterior(x))).mean
 
     def sample(self, num_samples):
         """Draw z from the prior and return the likelihood's mean, shape ``(n, *event_shape)``."""

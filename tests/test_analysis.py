@@ -51,8 +51,8 @@ def test_plain_loss_is_the_same_estimator_as_trace_elbo():
 def test_every_recipe_trains_one_epoch_and_evaluates(recipe, tmp_path):
     out = tmp_path / recipe
     assert cli.main(["train", recipe, "--epochs", "1", "--quiet", "--device", "cpu",
-                     "--out", str(out)]) == 0
-    assert cli.main(["evaluate", str(out), "--device", "cpu"]) == 0
+                     "--set", "eval.k=10", "--out", str(out)]) == 0
+    assert cli.main(["evaluate", str(out), "--device", "cpu", "--k", "10", "--quiet"]) == 0
     assert (out / "samples.png").exists()
 
 
@@ -61,9 +61,12 @@ def test_readme_python_example_runs():
     import re
 
     text = (ROOT / "README.md").read_text()
-    code = re.findall(r"```python\n(.*?)```", text, re.S)[0]
-    assert "range(50)" in code
-    exec(compile(code.replace("range(50)", "range(1)"), "README.md", "exec"), {})
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 2 and "range(50)" in blocks[0]
+    namespace = {}
+    for code in blocks:  # in order, in one namespace, as a reader would paste them
+        code = code.replace("range(50)", "range(1)").replace("num_particles=1000", "num_particles=50")
+        exec(compile(code, "README.md", "exec"), namespace)
 
 
 @pytest.mark.parametrize("estimator", ["project", "plain"])
@@ -79,3 +82,19 @@ def test_benchmark_loglik_worker_smoke(estimator, capsys):
     assert out["estimator"] == estimator and out["num_test"] == 30 and out["k"] == 40
     assert out["datapoint_particles_per_second"] > 0 and out["peak_rss_mb"] > 0
     assert out["mean_log_likelihood"] < 0
+
+
+def test_compare_recipes_smoke(tmp_path):
+    bench = load_script("compare_recipes")
+    results = tmp_path / "RESULTS.md"
+    rows = bench.main(["vae", "vae_mog", "--data", "digits", "--epochs", "1", "--k", "30",
+                       "--out", str(tmp_path / "runs"), "--results", str(results),
+                       "--set", "model.hidden=[16]"])
+    assert [r["recipe"] for r in rows] == ["vae", "vae_mog"]
+    assert "difference" in rows[1] and "difference" not in rows[0]
+    text = results.read_text()
+    assert "| `vae_mog` |" in text and "paired difference" in text
+    # a second call reuses the finished runs and their estimates
+    again = bench.main(["vae", "vae_mog", "--data", "digits", "--epochs", "1", "--k", "30",
+                        "--out", str(tmp_path / "runs"), "--set", "model.hidden=[16]"])
+    assert again[1]["log_likelihood"] == rows[1]["log_likelihood"]

@@ -225,3 +225,16 @@ def test_recipe_options_tables(tmp_path):
     assert len(vae.posterior.flows) == 3
     assert math.isfinite(float(vae.sample(2).sum()))
     pyro.clear_param_store()
+
+
+def test_vamp_fast_path_equals_direct_mixture():
+    """The matrix-product evaluation of a Gaussian VampPrior equals the naive mixture."""
+    guide = DiagonalNormalGuide((X,), D, [8])
+    prior = VampPrior(guide, (X,), num_pseudo=5)
+    z = torch.randn(3, 4, D)
+    fast = prior(4).log_prob(z)
+    q = guide(prior.pseudo_inputs)
+    direct = torch.logsumexp(torch.stack([
+        torch.distributions.Normal(q.base_dist.loc[j], q.base_dist.scale[j]).log_prob(z).sum(-1)
+        for j in range(5)], -1), -1) - math.log(5)
+    assert fast.shape == (3, 4) and torch.allclose(fast, direct, atol=1e-5)
