@@ -23,7 +23,8 @@ from pathlib import Path
 from .errors import ConfigError
 from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide,
                      RadialGuide, SplineGuide)
-from .likelihoods import BernoulliLikelihood
+from .likelihoods import (BernoulliLikelihood, ContinuousBernoulliLikelihood,
+                          DiscretizedLogisticLikelihood, GaussianLikelihood)
 from .priors import FlowPrior, MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior
 from .vae import VAE
 
@@ -44,7 +45,12 @@ GUIDES = {
     "spline": SplineGuide,
 }
 #: Likelihoods by name; each class has ``build(ctx, **options)``.
-LIKELIHOODS = {"bernoulli": BernoulliLikelihood}
+LIKELIHOODS = {
+    "bernoulli": BernoulliLikelihood,
+    "continuous_bernoulli": ContinuousBernoulliLikelihood,
+    "gaussian": GaussianLikelihood,
+    "discretized_logistic": DiscretizedLogisticLikelihood,
+}
 
 
 @dataclass
@@ -55,6 +61,8 @@ class BuildContext:
     :ivar int latent_dim: D.
     :ivar list hidden: hidden sizes of the encoder; the decoder gets them reversed.
     :ivar str activation: activation name.
+    :ivar str network: ``"mlp"`` or ``"conv"``.
+    :ivar tuple image_shape: ``(C, H, W)`` of one image (for convolutional networks).
     :ivar guide: the guide module, once built (the VampPrior shares it).
     """
 
@@ -62,7 +70,14 @@ class BuildContext:
     latent_dim: int
     hidden: list
     activation: str
+    network: str = "mlp"
+    image_shape: tuple = None
     guide: object = None
+
+    @property
+    def networks(self):
+        """The keyword arguments that choose the encoder/decoder kind."""
+        return {"network": self.network, "image_shape": self.image_shape}
 
 
 @dataclass
@@ -75,6 +90,9 @@ class ModelConfig:
     :ivar int latent_dim: D, the size of z.
     :ivar list hidden: hidden layer sizes of the encoder and of the decoder (mirrored).
     :ivar str activation: a key of :data:`pyro_vae.nets.ACTIVATIONS`.
+    :ivar str network: ``"mlp"``, or ``"conv"`` for convolutional encoder and decoder
+        (images only; the hidden sizes are then those of the fully connected layers
+        between the convolutions and the latent).
     :ivar dict prior_options: keyword options of the prior's ``build`` (TOML table
         ``[model.prior_options]``), e.g. ``num_pseudo = 500`` for ``vamp``.
     :ivar dict guide_options: likewise for the guide, e.g. ``num_flows = 2`` for ``iaf``.
@@ -87,6 +105,7 @@ class ModelConfig:
     latent_dim: int = 50
     hidden: list = field(default_factory=lambda: [400])
     activation: str = "softplus"
+    network: str = "mlp"
     prior_options: dict = field(default_factory=dict)
     guide_options: dict = field(default_factory=dict)
     likelihood_options: dict = field(default_factory=dict)
@@ -343,7 +362,7 @@ def build_component(registry, name, what, ctx, options):
         raise ConfigError(f"{what} {name!r} with options {options}: {e}") from None
 
 
-def build_vae(model_config, event_shape):
+def build_vae(model_config, event_shape, image_shape=None):
     """Build the :class:`~pyro_vae.vae.VAE` a :class:`ModelConfig` describes.
 
     The guide is built first (the VampPrior shares it), then the prior, then the
@@ -351,6 +370,7 @@ def build_vae(model_config, event_shape):
 
     :param ModelConfig model_config: the ``[model]`` table.
     :param tuple event_shape: shape of one datapoint, e.g. ``(784,)``.
+    :param tuple image_shape: ``(C, H, W)`` of one image, for convolutional networks.
     :raises ConfigError: for unknown component names or options (listing the valid
         ones), or bad sizes.
     """
@@ -360,7 +380,8 @@ def build_vae(model_config, event_shape):
     hidden = list(m.hidden)
     if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         raise ConfigError(f"model.hidden must be a list of positive integers, got {m.hidden!r}")
-    ctx = BuildContext(tuple(event_shape), m.latent_dim, hidden, m.activation)
+    ctx = BuildContext(tuple(event_shape), m.latent_dim, hidden, m.activation, m.network,
+                       tuple(image_shape) if image_shape is not None else None)
     guide = build_component(GUIDES, m.guide, "guide", ctx, m.guide_options)
     prior = build_component(PRIORS, m.prior, "prior", dataclasses.replace(ctx, guide=guide),
                             m.prior_options)

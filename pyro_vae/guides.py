@@ -22,7 +22,7 @@ from torch import nn
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
-from .nets import MLP, event_size, flatten_event
+from .nets import flatten_event, make_encoder
 
 #: Smallest standard deviation a Gaussian guide may output, for numerical stability.
 MIN_SCALE = 1e-5
@@ -38,6 +38,8 @@ class DiagonalNormalGuide(nn.Module):
     :param int latent_dim: D.
     :param hidden: hidden layer sizes of the encoder.
     :param str activation: activation between hidden layers (see :data:`pyro_vae.nets.ACTIVATIONS`).
+    :param str network: ``"mlp"`` or ``"conv"`` (a :class:`~pyro_vae.nets.ConvEncoder`).
+    :param tuple image_shape: ``(C, H, W)``, needed by ``"conv"``.
 
     Shapes: ``x`` ``(B, *event_shape)`` -> distribution with batch ``(B,)``, event ``(D,)``.
     """
@@ -45,16 +47,18 @@ class DiagonalNormalGuide(nn.Module):
     #: Whether q(z|x) can be evaluated at any z (not only at its own samples).
     invertible = True
 
-    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus"):
+    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus",
+                 network="mlp", image_shape=None):
         super().__init__()
         self.event_shape = tuple(event_shape)
         self.latent_dim = int(latent_dim)
-        self.encoder = MLP(event_size(self.event_shape), hidden, self.num_outputs(), activation)
+        self.encoder = make_encoder(network, self.event_shape, image_shape, hidden,
+                                    self.num_outputs(), activation)
 
     @classmethod
     def build(cls, ctx):
         """Build from a recipe's :class:`~pyro_vae.config.BuildContext` (no options)."""
-        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation)
+        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation, **ctx.networks)
 
     def num_outputs(self):
         """Size of the encoder's output: a mean and a scale per latent dimension."""
@@ -80,8 +84,8 @@ class FullCovNormalGuide(DiagonalNormalGuide):
     Shapes: as :class:`DiagonalNormalGuide`.
     """
 
-    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus"):
-        super().__init__(event_shape, latent_dim, hidden, activation)
+    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus", **networks):
+        super().__init__(event_shape, latent_dim, hidden, activation, **networks)
         rows, cols = torch.tril_indices(self.latent_dim, self.latent_dim)
         self.register_buffer("tril_rows", rows)
         self.register_buffer("tril_cols", cols)
@@ -144,8 +148,8 @@ class FlowGuide(DiagonalNormalGuide):
     default_num_flows = 2
 
     def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus",
-                 num_flows=2, flow_hidden=None, **flow_kwargs):
-        super().__init__(event_shape, latent_dim, hidden, activation)
+                 num_flows=2, flow_hidden=None, network="mlp", image_shape=None, **flow_kwargs):
+        super().__init__(event_shape, latent_dim, hidden, activation, network, image_shape)
         if int(num_flows) < 1:
             raise ValueError(f"num_flows must be at least 1, got {num_flows}")
         if not list(hidden):
@@ -163,7 +167,8 @@ class FlowGuide(DiagonalNormalGuide):
         """Build from a recipe; options ``num_flows`` (default :attr:`default_num_flows`)
         and ``flow_hidden``."""
         return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation,
-                   num_flows=num_flows or cls.default_num_flows, flow_hidden=flow_hidden)
+                   num_flows=num_flows or cls.default_num_flows, flow_hidden=flow_hidden,
+                   **ctx.networks)
 
     def forward(self, x):
         """Return q(z|x), a :class:`~pyro.distributions.TransformedDistribution`."""
@@ -221,4 +226,4 @@ class SplineGuide(FlowGuide):
         """Build from a recipe; options ``num_flows``, ``flow_hidden``, ``count_bins``."""
         return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation,
                    num_flows=num_flows or cls.default_num_flows, flow_hidden=flow_hidden,
-                   count_bins=count_bins)
+                   count_bins=count_bins, **ctx.networks)

@@ -110,3 +110,134 @@ def event_size(event_shape):
 
 __all__ = ["ACTIVATIONS", "MLP", "get_activation", "flatten_event", "unflatten_event",
            "event_size"]
+
+
+def _downsamplings(size):
+    """Stride-2 convolutions for an image side: 2 for 28 (28 -> 14 -> 7), 1 for 8 (8 -> 4)."""
+    if size % 4 == 0 and size >= 16:
+        return 2
+    return 1 if size % 2 == 0 else 0
+
+
+class ConvEncoder(nn.Module):
+    """A convolutional encoder for images: 3x3 convolution, then stride-2 4x4 convolutions
+    (two for 28x28, one for 8x8), then an MLP ``flattened -> hidden... -> out_features``.
+
+    Same interface as :class:`MLP` (``forward``, ``forward_with_features``,
+    ``feature_size``), on flattened images: input ``(..., C*H*W)``.
+
+    :param tuple image_shape: ``(C, H, W)``.
+    :param hidden: hidden sizes of the MLP after the convolutions.
+    :param int out_features: output size.
+    :param int channels: channels of the first convolution (doubled at each stride).
+    """
+
+    def __init__(self, image_shape, hidden, out_features, activation="softplus", channels=32):
+        super().__init__()
+        c, h, w = (int(s) for s in image_shape)
+        act = get_activation(activation)
+        layers, ch = [nn.Conv2d(c, channels, 3, padding=1), act()], channels
+        for _ in range(_downsamplings(min(h, w))):
+            layers += [nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1), act()]
+            ch, h, w = 2 * ch, h // 2, w // 2
+        self.image_shape = (c, int(image_shape[1]), int(image_shape[2]))
+        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.head = MLP(ch * h * w, hidden, out_features, activation)
+        self.head_act = act()
+
+    @property
+    def feature_size(self):
+        """Size of ``h`` returned by :meth:`forward_with_features`."""
+        return self.head.feature_size
+
+    def _trunk(self, x):
+        lead = x.shape[:-1]
+        return self.head_act(self.conv(x.reshape(-1, *self.image_shape))), lead
+
+    def forward_with_features(self, x):
+        """Return ``(h, out)`` as :meth:`MLP.forward_with_features` does."""
+        f, lead = self._trunk(x)
+        h, out = self.head.forward_with_features(f)
+        return h.reshape(lead + h.shape[-1:]), out.reshape(lead + out.shape[-1:])
+
+    def forward(self, x):
+        """Map ``(..., C*H*W)`` to ``(..., out_features)``."""
+        return self.forward_with_features(x)[1]
+
+
+class ConvDecoder(nn.Module):
+    """A convolutional decoder mirroring :class:`ConvEncoder`: an MLP
+    ``latent -> hidden... -> channels x (H/s) x (W/s)``, transposed stride-2 convolutions
+    back to ``H x W``, and a 3x3 convolution to ``C * params_per_value`` maps.
+
+    Output ``(..., C*H*W*params_per_value)`` laid out as ``(C, H, W, params_per_value)``,
+    the layout the likelihoods read.
+    """
+
+    def __init__(self, latent_dim, hidden, image_shape, params_per_value=1,
+                 activation="softplus", channels=32):
+        super().__init__()
+        c, h, w = (int(s) for s in image_shape)
+        act = get_activation(activation)
+        n = _downsamplings(min(h, w))
+        ch = channels * 2 ** n
+        self.start = (ch, h // 2 ** n, w // 2 ** n)
+        self.head = nn.Sequential(MLP(latent_dim, hidden, ch * self.start[1] * self.start[2],
+                                      activation), act())
+        layers = []
+        for _ in range(n):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, stride=2, padding=1), act()]
+            ch //= 2
+        layers.append(nn.Conv2d(ch, c * params_per_value, 3, padding=1))
+        self.deconv = nn.Sequential(*layers)
+        self.image_shape, self.params_per_value = (c, h, w), int(params_per_value)
+
+    def forward(self, z):
+        """Map ``(..., latent_dim)`` to ``(..., C*H*W*params_per_value)``."""
+        lead = z.shape[:-1]
+        out = self.deconv(self.head(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start))
+        c, h, w = self.image_shape
+        out = out.reshape(-1, c, self.params_per_value, h, w).permute(0, 1, 3, 4, 2)
+        return out.reshape(lead + (-1,))
+
+
+#: Encoder/decoder kinds by name, for recipes (``model.network``).
+NETWORKS = ("mlp", "conv")
+
+
+def make_encoder(network, event_shape, image_shape, hidden, out_features, activation):
+    """An :class:`MLP` or :class:`ConvEncoder` from flattened datapoints to ``out_features``.
+
+    :raises ConfigError: for an unknown kind, or ``conv`` without an image shape whose size
+        matches the event.
+    """
+    if network == "mlp":
+        return MLP(event_size(event_shape), hidden, out_features, activation)
+    if network == "conv":
+        return ConvEncoder(_checked_image_shape(image_shape, event_shape), hidden, out_features,
+                           activation)
+    raise ConfigError(f"unknown network {network!r}; choose one of {list(NETWORKS)}")
+
+
+def make_decoder(network, latent_dim, hidden, event_shape, image_shape, params_per_value,
+                 activation):
+    """An :class:`MLP` or :class:`ConvDecoder` from latents to ``params_per_value`` numbers per
+    scalar of a datapoint, laid out ``(*event, params_per_value)``.
+
+    :raises ConfigError: as :func:`make_encoder`.
+    """
+    if network == "mlp":
+        return MLP(latent_dim, hidden, params_per_value * event_size(event_shape), activation)
+    if network == "conv":
+        return ConvDecoder(latent_dim, hidden, _checked_image_shape(image_shape, event_shape),
+                           params_per_value, activation)
+    raise ConfigError(f"unknown network {network!r}; choose one of {list(NETWORKS)}")
+
+
+def _checked_image_shape(image_shape, event_shape):
+    if image_shape is None or len(image_shape) != 3 or \
+            event_size(image_shape) != event_size(event_shape):
+        raise ConfigError(f"a convolutional network needs an image shape (C, H, W) with "
+                          f"{event_size(event_shape)} values, got {image_shape}; use "
+                          "model.network = 'mlp' for data that are not images")
+    return tuple(int(s) for s in image_shape)

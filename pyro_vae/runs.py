@@ -133,7 +133,7 @@ def load_run(run_dir, device="auto"):
     device = device if isinstance(device, torch.device) else resolve_device(device)
     state = load_checkpoint(run_dir, map_location=device)
     config = Config.from_dict(state["config"], where=f"checkpoint in {run_dir}")
-    vae = build_vae(config.model, tuple(state["event_shape"])).to(device)
+    vae = build_vae(config.model, tuple(state["event_shape"]), state.get("image_shape")).to(device)
     vae.load_state_dict(state["model"])
     vae.eval()
     return vae, config, state

@@ -43,15 +43,25 @@ from .runs import (evaluate_run, read_metrics, resolve_device, save_result, upda
 def check_compatible(likelihood, data, binarization):
     """Refuse a likelihood on data outside its support, before any training.
 
-    :raises ConfigError: e.g. a Bernoulli likelihood on grey-level data without binarization.
+    :raises ConfigError: e.g. a Bernoulli likelihood on grey-level data without
+        binarization, or a discretized logistic on binarized data or off its grid.
     """
-    if getattr(likelihood, "data_kind", None) == "binary" and binarization == "none" \
-            and not data.is_binary:
+    kind = getattr(likelihood, "data_kind", None)
+    name = type(likelihood).__name__
+    if kind == "binary" and binarization == "none" and not data.is_binary:
         raise ConfigError(
-            f"the {type(likelihood).__name__} needs binary data, but {data.name} has grey "
-            "levels in [0, 1] and data.binarization is 'none'; set data.binarization to "
-            "'dynamic' (the published protocol) or 'static', or choose a likelihood for "
-            "grey-level data")
+            f"the {name} needs binary data, but {data.name} has grey levels in [0, 1] and "
+            "data.binarization is 'none'; set data.binarization to 'dynamic' (the published "
+            "protocol) or 'static', or choose a likelihood for grey-level data "
+            "(continuous_bernoulli, gaussian, discretized_logistic)")
+    if kind == "discrete grey levels" and binarization != "none":
+        raise ConfigError(f"the {name} models grey levels, but data.binarization is "
+                          f"{binarization!r}; set data.binarization = 'none'")
+    if binarization == "none" and hasattr(likelihood, "check_data"):
+        try:
+            likelihood.check_data(data.train)
+        except ValueError as e:
+            raise ConfigError(f"{data.name}: {e}") from None
 
 
 def rng_state(batches):
@@ -201,7 +211,8 @@ class Run:
         pyro.clear_param_store()
         seed_everything(cfg.train.seed)
         self.data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download)
-        self.vae = build_vae(cfg.model, self.data.event_shape).to(self.device)
+        self.vae = build_vae(cfg.model, self.data.event_shape, self.data.image_shape).to(
+            self.device)
         check_compatible(self.vae.likelihood, self.data, cfg.data.binarization)
         self.validation, self.test = prepare_eval_splits(self.data, cfg.data.binarization)
         batches = EpochBatches(self.data.train.to(self.device), cfg.train.batch_size,

@@ -238,3 +238,31 @@ def test_vamp_fast_path_equals_direct_mixture():
         torch.distributions.Normal(q.base_dist.loc[j], q.base_dist.scale[j]).log_prob(z).sum(-1)
         for j in range(5)], -1), -1) - math.log(5)
     assert fast.shape == (3, 4) and torch.allclose(fast, direct, atol=1e-5)
+
+
+@pytest.mark.parametrize("image_shape", [(1, 8, 8), (1, 28, 28), (3, 8, 8)])
+def test_conv_networks_shapes_and_layout(image_shape):
+    from pyro_vae.nets import ConvDecoder, ConvEncoder
+
+    n = image_shape[0] * image_shape[1] * image_shape[2]
+    enc = ConvEncoder(image_shape, [16], 5)
+    x = torch.rand(2, 3, n)  # particle and batch dims lead
+    h, out = enc.forward_with_features(x)
+    assert out.shape == (2, 3, 5) and h.shape == (2, 3, 16) and enc.feature_size == 16
+    assert torch.allclose(enc(x[1]), out[1], atol=1e-6)
+    dec = ConvDecoder(4, [16], image_shape, params_per_value=3)
+    z = torch.randn(2, 3, 4)
+    y = dec(z)
+    assert y.shape == (2, 3, n * 3)
+    # layout (C, H, W, params): parameter j of pixel i sits at 3 * i + j
+    raw = dec.deconv(dec.head(z.reshape(-1, 4)).reshape(-1, *dec.start))
+    c = image_shape[0]
+    per_param = raw.reshape(6, c, 3, image_shape[1], image_shape[2])[:, :, 1].reshape(2, 3, n)
+    assert torch.allclose(y.reshape(2, 3, n, 3)[..., 1], per_param, atol=1e-6)
+
+
+def test_conv_network_needs_an_image_shape():
+    with pytest.raises(ConfigError, match="convolutional network needs an image shape"):
+        C.build_vae(C.ModelConfig(network="conv"), (64,))
+    with pytest.raises(ConfigError, match="unknown network 'rnn'"):
+        C.build_vae(C.ModelConfig(network="rnn"), (64,), (1, 8, 8))
