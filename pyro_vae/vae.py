@@ -42,7 +42,8 @@ class VAE(nn.Module):
     :param tuple event_shape: shape of one datapoint; taken from ``likelihood.event_shape``
         when not given.
     :param str name: prefix of the parameter names in Pyro's param store.
-    :raises ValueError: if the event shape is unknown.
+    :raises ValueError: if the event shape is unknown, or the components' ``latent_dim``
+        attributes (where they have one) differ.
 
     The modules are reachable as ``vae.prior``, ``vae.posterior`` (the guide module; the
     name ``guide`` is the Pyro guide method) and ``vae.likelihood``.
@@ -59,6 +60,12 @@ class VAE(nn.Module):
             raise ValueError("event_shape is unknown: pass VAE(..., event_shape=(784,))")
         self.event_shape = tuple(int(s) for s in event_shape)
         self.name = name
+        sizes = {role: getattr(module, "latent_dim", None) for role, module in
+                 (("prior", prior), ("guide", guide), ("likelihood", likelihood))}
+        known = {role: d for role, d in sizes.items() if d is not None}
+        if len(set(known.values())) > 1:
+            raise ValueError(f"the components disagree on the latent size: {known}; build "
+                             "them with the same latent_dim")
 
     def check_input(self, x):
         """Check that ``x`` has shape ``(B, *event_shape)``; return ``B``.

@@ -118,3 +118,9 @@ def test_lean_bernoulli_matches_torch_and_validates():
     with pytest.raises(ValueError):
         Bernoulli(logits=logits, validate_args=True).log_prob(torch.full((3, 5), 0.5))
     assert isinstance(Bernoulli(logits=logits).expand((4, 3, 5)), Bernoulli)
+
+
+def test_latent_size_mismatch_is_refused():
+    with pytest.raises(ValueError, match=r"disagree on the latent size: \{'prior': 3, 'guide': 4"):
+        VAE(StandardNormalPrior(3), DiagonalNormalGuide((64,), 4, [8]),
+            BernoulliLikelihood((64,), 4, [8]))
