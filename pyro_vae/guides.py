@@ -89,6 +89,13 @@ class FullCovNormalGuide(DiagonalNormalGuide):
         rows, cols = torch.tril_indices(self.latent_dim, self.latent_dim)
         self.register_buffer("tril_rows", rows)
         self.register_buffer("tril_cols", cols)
+        # start from a diagonal covariance: with the default initialization the
+        # D (D - 1) / 2 off-diagonal entries make q(z|x) so broad at first that the decoder
+        # learns to ignore z (all units collapsed on digits in 100 epochs)
+        off_diagonal = self.latent_dim + torch.nonzero(rows != cols).squeeze(-1)
+        with torch.no_grad():
+            self.encoder.output_layer.weight[off_diagonal] = 0.0
+            self.encoder.output_layer.bias[off_diagonal] = 0.0
 
     def num_outputs(self):
         """A mean per dimension and the lower triangle of the scale."""
@@ -167,8 +174,8 @@ class FlowGuide(DiagonalNormalGuide):
         """Build from a recipe; options ``num_flows`` (default :attr:`default_num_flows`)
         and ``flow_hidden``."""
         return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation,
-                   num_flows=num_flows or cls.default_num_flows, flow_hidden=flow_hidden,
-                   **ctx.networks)
+                   num_flows=cls.default_num_flows if num_flows is None else num_flows,
+                   flow_hidden=flow_hidden, **ctx.networks)
 
     def forward(self, x):
         """Return q(z|x), a :class:`~pyro.distributions.TransformedDistribution`."""
@@ -225,5 +232,5 @@ class SplineGuide(FlowGuide):
     def build(cls, ctx, num_flows=None, flow_hidden=None, count_bins=8):
         """Build from a recipe; options ``num_flows``, ``flow_hidden``, ``count_bins``."""
         return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation,
-                   num_flows=num_flows or cls.default_num_flows, flow_hidden=flow_hidden,
-                   count_bins=count_bins, **ctx.networks)
+                   num_flows=cls.default_num_flows if num_flows is None else num_flows,
+                   flow_hidden=flow_hidden, count_bins=count_bins, **ctx.networks)

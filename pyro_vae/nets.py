@@ -80,6 +80,11 @@ class MLP(nn.Module):
         """Size of ``h`` returned by :meth:`forward_with_features`."""
         return self.net[-1].in_features
 
+    @property
+    def output_layer(self):
+        """The last :class:`~torch.nn.Linear` layer (for initializing output heads)."""
+        return self.net[-1]
+
 
 def flatten_event(x, event_shape):
     """Flatten the trailing ``event_shape`` dims of ``x`` into one.
@@ -149,6 +154,11 @@ class ConvEncoder(nn.Module):
     def feature_size(self):
         """Size of ``h`` returned by :meth:`forward_with_features`."""
         return self.head.feature_size
+
+    @property
+    def output_layer(self):
+        """The last :class:`~torch.nn.Linear` layer (for initializing output heads)."""
+        return self.head.output_layer
 
     def _trunk(self, x):
         lead = x.shape[:-1]

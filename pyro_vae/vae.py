@@ -112,7 +112,9 @@ class VAE(nn.Module):
         self.check_input(x)
         return self.likelihood(point_estimate(self.posterior(x))).mean
 
+    @torch.no_grad()
     def sample(self, num_samples):
-        """Draw z from the prior and return the likelihood's mean, shape ``(n, *event_shape)``."""
+        """Draw z from the prior and return the likelihood's mean, shape ``(n, *event_shape)``
+        (without gradients: for figures)."""
         z = self.prior(num_samples).sample()
         return self.likelihood(z).mean

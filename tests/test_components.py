@@ -206,7 +206,7 @@ def test_options_reach_the_component_and_bad_ones_are_refused():
     with pytest.raises(ConfigError, match="prior 'standard_normal' does not take"):
         make_prior("standard_normal", num_components=2)
     with pytest.raises(ConfigError, match="num_flows must be at least 1"):
-        make_guide("iaf", num_flows=-1)
+        make_guide("iaf", num_flows=0)
     with pytest.raises(ConfigError, match="num_pseudo must be at least 1"):
         make_prior("vamp", num_pseudo=0)
 
@@ -266,3 +266,9 @@ def test_conv_network_needs_an_image_shape():
         C.build_vae(C.ModelConfig(network="conv"), (64,))
     with pytest.raises(ConfigError, match="unknown network 'rnn'"):
         C.build_vae(C.ModelConfig(network="rnn"), (64,), (1, 8, 8))
+
+
+def test_full_cov_guide_starts_diagonal():
+    q = make_guide("full_cov_normal")(torch.rand(3, X))
+    L = q.scale_tril
+    assert torch.equal(L, torch.diag_embed(torch.diagonal(L, dim1=-2, dim2=-1)))
