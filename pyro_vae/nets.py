@@ -117,6 +117,18 @@ __all__ = ["ACTIVATIONS", "MLP", "get_activation", "flatten_event", "unflatten_e
            "event_size"]
 
 
+def _he_init(module):
+    """He-normal weights and zero biases for every convolution in ``module`` (He et al.
+    2015, arXiv:1502.01852). PyTorch's default shrinks the signal at each layer: with
+    softplus activations the encoder's output then barely depends on the image at the
+    start, and on digits every latent unit collapsed."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+    return module
+
+
 def _downsamplings(size):
     """Stride-2 convolutions for an image side: 2 for 28 (28 -> 14 -> 7), 1 for 8 (8 -> 4)."""
     if size % 4 == 0 and size >= 16:
@@ -146,7 +158,7 @@ class ConvEncoder(nn.Module):
             layers += [nn.Conv2d(ch, 2 * ch, 4, stride=2, padding=1), act()]
             ch, h, w = 2 * ch, h // 2, w // 2
         self.image_shape = (c, int(image_shape[1]), int(image_shape[2]))
-        self.conv = nn.Sequential(*layers, nn.Flatten())
+        self.conv = _he_init(nn.Sequential(*layers, nn.Flatten()))
         self.head = MLP(ch * h * w, hidden, out_features, activation)
         self.head_act = act()
 
@@ -199,7 +211,7 @@ class ConvDecoder(nn.Module):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 4, stride=2, padding=1), act()]
             ch //= 2
         layers.append(nn.Conv2d(ch, c * params_per_value, 3, padding=1))
-        self.deconv = nn.Sequential(*layers)
+        self.deconv = _he_init(nn.Sequential(*layers))
         self.image_shape, self.params_per_value = (c, h, w), int(params_per_value)
 
     def forward(self, z):
