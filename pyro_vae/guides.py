@@ -78,8 +78,9 @@ class FullCovNormalGuide(DiagonalNormalGuide):
     """A full-covariance Gaussian :math:`q(z|x) = \\mathcal{N}(z; \\mu(x), L(x) L(x)^T)`.
 
     The encoder outputs the mean and the ``D (D + 1) / 2`` entries of a lower-triangular
-    scale ``L``, whose diagonal goes through a softplus (Kingma & Welling 2013,
-    arXiv:1312.6114, appendix; the Cholesky parameterization).
+    scale ``L = diag(sigma) (I + M)``: softplus scales ``sigma`` on the diagonal and
+    strictly lower entries ``M`` scaled row by row (the Cholesky parameterization; Kingma &
+    Welling 2013, arXiv:1312.6114; Kingma et al. 2016, arXiv:1606.04934, section 3).
 
     Shapes: as :class:`DiagonalNormalGuide`.
     """
@@ -108,10 +109,14 @@ class FullCovNormalGuide(DiagonalNormalGuide):
         loc, entries = params[..., :d], params[..., d:]
         scale_tril = params.new_zeros(params.shape[:-1] + (d, d))
         scale_tril[..., self.tril_rows, self.tril_cols] = entries
-        diag = torch.diagonal(scale_tril, dim1=-2, dim2=-1)
-        scale_tril = scale_tril - torch.diag_embed(diag) + torch.diag_embed(
-            F.softplus(diag) + MIN_SCALE)
-        return dist.MultivariateNormal(loc, scale_tril=scale_tril)
+        raw_diag = torch.diagonal(scale_tril, dim1=-2, dim2=-1)
+        sigma = F.softplus(raw_diag) + MIN_SCALE
+        # L = diag(sigma) (I + M), M strictly lower: the encoder's entries are correlations
+        # in units of each dimension's own scale, so they cannot inflate the variance of a
+        # dimension the model has made precise
+        unit = scale_tril - torch.diag_embed(raw_diag) + torch.eye(d, device=params.device,
+                                                                   dtype=params.dtype)
+        return dist.MultivariateNormal(loc, scale_tril=sigma.unsqueeze(-1) * unit)
 
 
 def _iaf(latent_dim, context_dim, hidden, stable=True):
