@@ -78,9 +78,10 @@ class FullCovNormalGuide(DiagonalNormalGuide):
     """A full-covariance Gaussian :math:`q(z|x) = \\mathcal{N}(z; \\mu(x), L(x) L(x)^T)`.
 
     The encoder outputs the mean and the ``D (D + 1) / 2`` entries of a lower-triangular
-    scale ``L = diag(sigma) (I + M)``: softplus scales ``sigma`` on the diagonal and
-    strictly lower entries ``M`` scaled row by row (the Cholesky parameterization; Kingma &
-    Welling 2013, arXiv:1312.6114; Kingma et al. 2016, arXiv:1606.04934, section 3).
+    scale ``L = diag(sigma) R``: softplus standard deviations ``sigma`` and ``R`` the rows
+    of ``I + M`` (``M`` strictly lower) scaled to unit length, so that ``sigma`` are the
+    marginal standard deviations and ``M`` sets the correlations (a Cholesky
+    parameterization; Kingma & Welling 2013, arXiv:1312.6114).
 
     Shapes: as :class:`DiagonalNormalGuide`.
     """
@@ -111,12 +112,12 @@ class FullCovNormalGuide(DiagonalNormalGuide):
         scale_tril[..., self.tril_rows, self.tril_cols] = entries
         raw_diag = torch.diagonal(scale_tril, dim1=-2, dim2=-1)
         sigma = F.softplus(raw_diag) + MIN_SCALE
-        # L = diag(sigma) (I + M), M strictly lower: the encoder's entries are correlations
-        # in units of each dimension's own scale, so they cannot inflate the variance of a
-        # dimension the model has made precise
-        unit = scale_tril - torch.diag_embed(raw_diag) + torch.eye(d, device=params.device,
+        # L = diag(sigma) R with R = I + M (M strictly lower) normalized row by row: then
+        # Var(z_i) = sigma_i^2 exactly and M shapes only the correlations
+        rows = scale_tril - torch.diag_embed(raw_diag) + torch.eye(d, device=params.device,
                                                                    dtype=params.dtype)
-        return dist.MultivariateNormal(loc, scale_tril=sigma.unsqueeze(-1) * unit)
+        rows = rows / rows.norm(dim=-1, keepdim=True)
+        return dist.MultivariateNormal(loc, scale_tril=sigma.unsqueeze(-1) * rows)
 
 
 def _iaf(latent_dim, context_dim, hidden, stable=True):
