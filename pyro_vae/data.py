@@ -32,6 +32,7 @@ with seed 778, so every model is evaluated on the same binary images.
 import gzip
 import math
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,7 +167,7 @@ def read_idx_images(path):
                 raw = f.read()
         else:
             raw = path.read_bytes()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt. "
                         "Delete it and fetch it again") from None
     if len(raw) < 16:

@@ -50,11 +50,24 @@ def test_truncated(tmp_path):
         load_checkpoint(p)
 
 
-def test_garbage(tmp_path):
+@pytest.mark.parametrize("seed", range(20))
+def test_garbage(tmp_path, seed):
+    """Random bytes, and a real checkpoint with random bytes flipped, are refused cleanly."""
+    g = torch.Generator().manual_seed(seed)
     p = tmp_path / "checkpoint.pt"
-    p.write_bytes(os.urandom(500))
+    p.write_bytes(bytes(torch.randint(0, 256, (500,), generator=g, dtype=torch.uint8).tolist()))
     with pytest.raises(CheckpointError):
         load_checkpoint(p)
+    save_checkpoint(minimal_state(), p)
+    raw = bytearray(p.read_bytes())
+    for i in torch.randint(0, len(raw), (20,), generator=g).tolist():
+        raw[i] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    try:
+        state = load_checkpoint(p)
+    except CheckpointError:
+        return
+    assert state["format"] == "pyro_vae.checkpoint"  # flips that spared the structure
 
 
 def test_foreign_checkpoint(tmp_path):

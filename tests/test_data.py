@@ -112,6 +112,15 @@ def test_idx_corrupt_gzip(tmp_path):
         D.read_idx_images(p)
 
 
+def test_idx_gzip_with_corrupt_deflate_data(tmp_path):
+    p = tmp_path / "train-images-idx3-ubyte.gz"
+    raw = bytearray(gzip.compress(bytes(range(256)) * 40))
+    raw[20:40] = b"\xff" * 20  # inside the deflate stream
+    p.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="cannot read the file"):
+        D.read_idx_images(p)
+
+
 def test_idx_too_few_training_images(tmp_path):
     fake_idx_folder(tmp_path, n_train=100)
     with pytest.raises(DataError, match="more than 10,000"):
