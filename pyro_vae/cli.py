@@ -89,6 +89,9 @@ def build_parser():
     s.add_argument("-o", "--output", help="PNG file (default: RUN/samples-<n>-seed<seed>.png)")
     s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    s.add_argument("--layers", action="store_true",
+                   help="hierarchical VAEs: one panel per layer, each row with that layer "
+                        "fixed and the layers below resampled (-n is then rows x 8 columns)")
     _add_device(s)
 
     sub.add_parser("recipes", help="list the recipes found in models/",
@@ -276,22 +279,31 @@ def cmd_sample(args):
 
     from . import plots
     from .evaluate import seeded
+    from .nets import event_size
     from .runs import load_run, resolve_device
 
     if args.num_samples < 1:
         raise ConfigError(f"-n must be at least 1, got {args.num_samples}")
     device = resolve_device(args.device)
     vae, _, state = load_run(args.run, device)
+    if args.layers and getattr(vae, "num_layers", 1) < 2:
+        raise ConfigError(f"--layers needs a hierarchical VAE; {args.run} has one latent layer")
+    kind = "layers" if args.layers else "samples"
     out = Path(args.output) if args.output else \
-        Path(args.run) / f"samples-{args.num_samples}-seed{args.seed}.png"
+        Path(args.run) / f"{kind}-{args.num_samples}-seed{args.seed}.png"
     if out.exists() and not args.overwrite:
         raise ConfigError(f"{out} exists; pass --overwrite to replace it or choose another -o")
     if not out.parent.is_dir():
         raise ConfigError(f"folder {out.parent} does not exist; create it or choose another -o")
+    image_shape = tuple(state.get("image_shape") or (1, 1, event_size(vae.event_shape)))
     with torch.no_grad(), seeded(args.seed, device):
-        images = vae.sample(args.num_samples)
-    ax = plots.plot_images(images, tuple(state.get("image_shape", (1, 1, images.shape[1]))),
-                           title=f"{args.num_samples} samples (pixel means)")
+        if args.layers:
+            ax = plots.plot_layer_samples(vae, image_shape,
+                                          num_rows=max(1, args.num_samples // 8))[0]
+        else:
+            images = vae.sample(args.num_samples)
+            ax = plots.plot_images(images, image_shape,
+                                   title=f"{args.num_samples} samples (pixel means)")
     plots.save_figure(ax, out)
     print(out)
     return 0

@@ -26,6 +26,7 @@ from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGu
 from .likelihoods import (BernoulliLikelihood, ContinuousBernoulliLikelihood,
                           DiscretizedLogisticLikelihood, GaussianLikelihood)
 from .priors import FlowPrior, MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior
+from .hierarchy import BottomUpGuide, GaussianConditional, HierarchicalVAE, LadderGuide, TopPosterior
 from .vae import VAE
 
 #: Priors by name; each class has ``build(ctx, **options)``.
@@ -44,6 +45,8 @@ GUIDES = {
     "radial": RadialGuide,
     "spline": SplineGuide,
 }
+#: Inference orders of a hierarchical guide (``model.inference``).
+INFERENCE = {"bottom_up": BottomUpGuide, "ladder": LadderGuide}
 #: Likelihoods by name; each class has ``build(ctx, **options)``.
 LIKELIHOODS = {
     "bernoulli": BernoulliLikelihood,
@@ -84,11 +87,20 @@ class BuildContext:
 class ModelConfig:
     """What the VAE is made of.
 
-    :ivar str prior: a key of :data:`PRIORS`.
-    :ivar str guide: a key of :data:`GUIDES`.
+    :ivar str prior: a key of :data:`PRIORS` (in a hierarchy: the prior of the top layer).
+    :ivar guide: a key of :data:`GUIDES`; in a hierarchy, one name for every layer or a list
+        of L names (``z1`` first), e.g. ``["iaf", "diagonal_normal"]``.
     :ivar str likelihood: a key of :data:`LIKELIHOODS`.
-    :ivar int latent_dim: D, the size of z.
-    :ivar list hidden: hidden layer sizes of the encoder and of the decoder (mirrored).
+    :ivar latent_dim: D, the size of z (sites ``"z"``); or a list ``[D_1, ..., D_L]`` (z1,
+        next to the data, first) for a hierarchical VAE with sites ``"z1"`` ... ``"zL"``
+        (:class:`~pyro_vae.hierarchy.HierarchicalVAE`).
+    :ivar list hidden: hidden layer sizes of the encoder and of the decoder (mirrored). In a
+        hierarchy, either one list used between every pair of layers, or L lists: the first
+        between x and z1, the l-th between z_{l-1} and z_l (used by the guide upwards and by
+        the prior conditional p(z_{l-1} | z_l), mirrored, downwards).
+    :ivar str inference: in a hierarchy, ``"bottom_up"`` (q(z1|x) q(z2|z1) ..., Burda et al.
+        2016) or ``"ladder"`` (top-down, sharing the generative path; Sonderby et al. 2016,
+        arXiv:1602.02282).
     :ivar str activation: a key of :data:`pyro_vae.nets.ACTIVATIONS`.
     :ivar str network: ``"mlp"``, or ``"conv"`` for convolutional encoder and decoder
         (images only; the hidden sizes are then those of the fully connected layers
@@ -100,15 +112,65 @@ class ModelConfig:
     """
 
     prior: str = "standard_normal"
-    guide: str = "diagonal_normal"
+    guide: str | list = "diagonal_normal"
     likelihood: str = "bernoulli"
-    latent_dim: int = 50
+    latent_dim: int | list = 50
     hidden: list = field(default_factory=lambda: [400])
     activation: str = "softplus"
     network: str = "mlp"
+    inference: str = "bottom_up"
     prior_options: dict = field(default_factory=dict)
     guide_options: dict = field(default_factory=dict)
     likelihood_options: dict = field(default_factory=dict)
+
+    @property
+    def hierarchical(self):
+        """Whether ``latent_dim`` is a list (a :class:`~pyro_vae.hierarchy.HierarchicalVAE`)."""
+        return isinstance(self.latent_dim, list)
+
+    def latent_sizes(self):
+        """The latent sizes as a list (``[latent_dim]`` for a flat VAE).
+
+        :raises ConfigError: unless they are positive integers, at least one.
+        """
+        dims = self.latent_dim if self.hierarchical else [self.latent_dim]
+        if not dims or not all(_positive_int(d) for d in dims):
+            raise ConfigError(f"model.latent_dim must be a positive integer or a non-empty list "
+                              f"of them (z1 first), got {self.latent_dim!r}")
+        return list(dims)
+
+    def layer_hidden(self):
+        """Hidden sizes per layer: a list of L lists (see :attr:`hidden`).
+
+        :raises ConfigError: for anything but a list of positive integers or L such lists.
+        """
+        num = len(self.latent_sizes())
+        h = self.hidden
+        if all(_positive_int(v) for v in h):
+            return [list(h) for _ in range(num)]
+        if self.hierarchical and len(h) == num and all(
+                isinstance(v, list) and all(_positive_int(u) for u in v) for v in h):
+            return [list(v) for v in h]
+        raise ConfigError(f"model.hidden must be a list of positive integers"
+                          + (f" or {num} such lists (x to z1 first)" if self.hierarchical else "")
+                          + f", got {h!r}")
+
+    def layer_guides(self):
+        """The guide name of each layer (one name repeated, or the list given).
+
+        :raises ConfigError: for a list of the wrong length.
+        """
+        num = len(self.latent_sizes())
+        if isinstance(self.guide, str):
+            return [self.guide] * num
+        if len(self.guide) != num or not all(isinstance(g, str) for g in self.guide):
+            raise ConfigError(f"model.guide must be a name or a list of {num} names (one per "
+                              f"latent layer, z1 first), got {self.guide!r}")
+        return list(self.guide)
+
+
+def _positive_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
 @dataclass
@@ -203,8 +265,8 @@ class Config:
 
         :raises ConfigError: naming the setting and its value.
         """
-        positive = {"model.latent_dim": self.model.latent_dim,
-                    "train.batch_size": self.train.batch_size, "train.lr": self.train.lr,
+        self.model.latent_sizes()
+        positive = {"train.batch_size": self.train.batch_size, "train.lr": self.train.lr,
                     "eval.k": self.eval.k, "eval.batch_size": self.eval.batch_size,
                     "eval.particle_batch": self.eval.particle_batch}
         for key, value in positive.items():
@@ -224,7 +286,7 @@ def _coerce(value, typ, where):
     """Check ``value`` against a field type; ints are accepted for floats."""
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if typ is int and isinstance(value, bool):
+    if isinstance(value, bool) and (typ is int or (isinstance(typ, tuple) and int in typ)):
         raise ConfigError(f"{where}: expected an integer, got {value!r}")
     if not isinstance(value, typ):
         names = typ.__name__ if isinstance(typ, type) else " or ".join(t.__name__ for t in typ)
@@ -362,8 +424,14 @@ def build_component(registry, name, what, ctx, options):
         raise ConfigError(f"{what} {name!r} with options {options}: {e}") from None
 
 
+def _options_for(cls, options):
+    valid = component_options(cls)
+    return {k: v for k, v in options.items() if k in valid}
+
+
 def build_vae(model_config, event_shape, image_shape=None):
-    """Build the :class:`~pyro_vae.vae.VAE` a :class:`ModelConfig` describes.
+    """Build the :class:`~pyro_vae.vae.VAE` (or, when ``latent_dim`` is a list, the
+    :class:`~pyro_vae.hierarchy.HierarchicalVAE`) a :class:`ModelConfig` describes.
 
     The guide is built first (the VampPrior shares it), then the prior, then the
     likelihood, whose decoder mirrors the encoder's hidden sizes.
@@ -375,17 +443,59 @@ def build_vae(model_config, event_shape, image_shape=None):
         ones), or bad sizes.
     """
     m = model_config
-    if m.latent_dim < 1:
-        raise ConfigError(f"model.latent_dim must be at least 1, got {m.latent_dim}")
-    hidden = list(m.hidden)
-    if not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
-        raise ConfigError(f"model.hidden must be a list of positive integers, got {m.hidden!r}")
-    ctx = BuildContext(tuple(event_shape), m.latent_dim, hidden, m.activation, m.network,
+    dims, hidden = m.latent_sizes(), m.layer_hidden()
+    if m.inference not in INFERENCE:
+        raise ConfigError(f"unknown model.inference {m.inference!r}; choose one of "
+                          f"{sorted(INFERENCE)}")
+    ctx = BuildContext(tuple(event_shape), dims[0], hidden[0], m.activation, m.network,
                        tuple(image_shape) if image_shape is not None else None)
+    if m.hierarchical:
+        return _build_hierarchical(m, ctx, dims, hidden)
+    if m.inference != "bottom_up" or not isinstance(m.guide, str):
+        raise ConfigError("model.inference and a list of guides apply to hierarchical VAEs: "
+                          "give model.latent_dim as a list of layer sizes, e.g. [100, 50]")
     guide = build_component(GUIDES, m.guide, "guide", ctx, m.guide_options)
     prior = build_component(PRIORS, m.prior, "prior", dataclasses.replace(ctx, guide=guide),
                             m.prior_options)
     likelihood = build_component(LIKELIHOODS, m.likelihood, "likelihood",
-                                 dataclasses.replace(ctx, hidden=hidden[::-1]),
+                                 dataclasses.replace(ctx, hidden=hidden[0][::-1]),
                                  m.likelihood_options)
     return VAE(prior, guide, likelihood, event_shape=event_shape)
+
+
+def _build_hierarchical(m, ctx, dims, hidden):
+    """The hierarchical branch of :func:`build_vae`: one flat guide per layer (the first
+    on x with ``model.network``; the others MLPs on z_{l-1}, or on the features of the
+    layer below for ladder inference), the top prior, L - 1 Gaussian conditionals and the
+    likelihood on z1."""
+    names = m.layer_guides()
+    classes = [_lookup(GUIDES, name, "guide") for name in names]
+    taken = set().union(*(component_options(cls) for cls in classes))
+    unknown = sorted(set(m.guide_options) - taken)
+    if unknown:
+        raise ConfigError(f"no layer's guide takes option(s) {unknown}; the guides {names} take "
+                          f"{sorted(taken) or 'none'} (set them in [model.guide_options])")
+    ladder = m.inference == "ladder"
+    layers = []
+    for i, (name, cls) in enumerate(zip(names, classes)):
+        if i == 0:
+            layer_ctx = ctx
+        else:
+            inputs = (layers[-1].feature_size,) if ladder else (dims[i - 1],)
+            layer_ctx = BuildContext(inputs, dims[i], hidden[i], m.activation)
+        layers.append(build_component(GUIDES, name, "guide", layer_ctx,
+                                      _options_for(cls, m.guide_options)))
+    try:
+        guide = INFERENCE[m.inference](layers)
+    except ValueError as e:
+        raise ConfigError(f"model.inference = {m.inference!r}: {e}") from None
+    prior = build_component(PRIORS, m.prior, "prior",
+                            dataclasses.replace(ctx, latent_dim=dims[-1], hidden=hidden[-1],
+                                                guide=TopPosterior(guide)),
+                            m.prior_options)
+    likelihood = build_component(LIKELIHOODS, m.likelihood, "likelihood",
+                                 dataclasses.replace(ctx, hidden=hidden[0][::-1]),
+                                 m.likelihood_options)
+    conditionals = [GaussianConditional(dims[i + 1], dims[i], hidden[i + 1][::-1], m.activation)
+                    for i in range(len(dims) - 1)]
+    return HierarchicalVAE(prior, guide, likelihood, conditionals, event_shape=ctx.event_shape)

@@ -531,14 +531,33 @@ def _factorized_base(fn):
     return None
 
 
+def _latent_order(trace):
+    return [name for name, site in trace.nodes.items()
+            if _is_sample(site) and not site["is_observed"]]
+
+
+def _analytic_kl_valid(name, guide_order, model_order):
+    """Whether E_q[log q(z) - log p(z | parents)] at site ``name`` equals the analytic KL
+    between the two distributions at the sampled parents: true unless a latent the model
+    samples before ``name`` (a possible parent of p) is sampled after it in the guide (then
+    it depends on z in q, as z2 on z1 in bottom-up inference, and only the Monte Carlo
+    average of the joint samples is right)."""
+    earlier_in_model = set(model_order[:model_order.index(name)]) if name in model_order else set()
+    later_in_guide = set(guide_order[guide_order.index(name) + 1:])
+    return not earlier_in_model & later_in_guide
+
+
 def latent_report(model, guide, data, num_samples=10, batch_size=500, seed=0, device=None,
                   threshold=0.01, data_plate="data"):
     """KL per latent dimension and active units, for every latent site, from traces.
 
     For each datapoint, ``num_samples`` guide samples give (vectorized, as in
     :func:`log_weights`) the KL of each site: analytic per dimension where
-    ``torch.distributions.kl_divergence`` knows the pair (e.g. Normal-Normal), else the
-    Monte Carlo average of ``log q - log p``; and ``E_q[z | x]``, from the guide's ``mean``
+    ``torch.distributions.kl_divergence`` knows the pair (e.g. Normal-Normal) and the
+    site's model parents are sampled before it in the guide, else the Monte Carlo average
+    of ``log q - log p`` at the joint samples (in a hierarchy with bottom-up inference,
+    z1's KL: z2 is drawn after z1 in q). The sites' KLs add up to ``E_q[log q - log p]``
+    of all latents, so the ELBO is E_q[log p(x | z)] minus their sum; and ``E_q[z | x]``, from the guide's ``mean``
     (averaged over the samples of the sites above it) or, where the distribution has no
     mean, from the samples. A unit is active when ``Cov_x(E_q[z_d | x]) > threshold``
     (Burda et al. 2016, arXiv:1509.00519).
@@ -560,6 +579,8 @@ def latent_report(model, guide, data, num_samples=10, batch_size=500, seed=0, de
             with pyro.plate(PARTICLE_PLATE, m, dim=-(nesting + 1)):
                 guide_trace = poutine.trace(guide).get_trace(x)
                 model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+            guide_order = _latent_order(guide_trace)
+            model_order = _latent_order(model_trace)
             for name, site in guide_trace.nodes.items():
                 if not _is_sample(site) or site["is_observed"] or name not in model_trace.nodes:
                     continue
@@ -567,9 +588,13 @@ def latent_report(model, guide, data, num_samples=10, batch_size=500, seed=0, de
                 q_base, p_base = _factorized_base(q), _factorized_base(p)
                 per_dim = None
                 if q_base is not None and p_base is not None:
-                    try:
-                        per_dim = torch.distributions.kl_divergence(q_base, p_base)
-                    except NotImplementedError:
+                    per_dim = None
+                    if _analytic_kl_valid(name, guide_order, model_order):
+                        try:
+                            per_dim = torch.distributions.kl_divergence(q_base, p_base)
+                        except NotImplementedError:
+                            pass
+                    if per_dim is None:
                         per_dim = q_base.log_prob(z) - p_base.log_prob(z)
                     per_dim = per_dim.expand(z.shape).reshape(m, b, -1).mean(0)
                     total = per_dim.sum(-1)

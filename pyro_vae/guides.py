@@ -60,18 +60,64 @@ class DiagonalNormalGuide(nn.Module):
         """Build from a recipe's :class:`~pyro_vae.config.BuildContext` (no options)."""
         return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation, **ctx.networks)
 
+    #: Whether the Gaussian can be combined with a Gaussian prior conditional by precision
+    #: weighting (top-down inference, :class:`~pyro_vae.hierarchy.LadderGuide`).
+    precision_weighting = True
+
     def num_outputs(self):
         """Size of the encoder's output: a mean and a scale per latent dimension."""
         return 2 * self.latent_dim
 
-    def base(self, params):
-        """The diagonal Gaussian given the encoder's output ``(..., 2 D)``."""
+    @property
+    def feature_size(self):
+        """Size of the encoder's last hidden layer ``h`` (see :meth:`encode`)."""
+        return self.encoder.feature_size
+
+    def encode(self, x):
+        """Run the encoder: ``(h, params)``, the last hidden activations ``(..., H)`` and the
+        output ``(..., num_outputs())``, for ``x`` of shape ``(..., *event_shape)``."""
+        return self.encoder.forward_with_features(flatten_event(x, self.event_shape))
+
+    def base(self, params, prior=None):
+        """The diagonal Gaussian given the encoder's output ``(..., 2 D)``; with ``prior``
+        (a diagonal Gaussian p(z | parent)), its precision-weighted combination with it
+        (see :func:`precision_weighted`)."""
         loc, raw_scale = params[..., :self.latent_dim], params[..., self.latent_dim:]
-        return dist.Normal(loc, F.softplus(raw_scale) + MIN_SCALE).to_event(1)
+        scale = F.softplus(raw_scale) + MIN_SCALE
+        if prior is not None:
+            loc, scale = precision_weighted(loc, scale, prior)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def posterior(self, h, params, prior=None):
+        """q(z | .) from the encoder's features ``h`` and output ``params`` (as returned by
+        :meth:`encode`), optionally combined with a Gaussian ``prior`` (see :meth:`base`)."""
+        return self.base(params, prior)
 
     def forward(self, x):
         """Return q(z|x) for a batch ``x`` of shape ``(B, *event_shape)``."""
         return self.base(self.encoder(flatten_event(x, self.event_shape)))
+
+
+def precision_weighted(loc, scale, prior):
+    """Combine a Gaussian ``N(loc, scale^2)`` with a diagonal Gaussian ``prior`` by adding
+    precisions: :math:`\\sigma^2 = (\\hat\\sigma^{-2} + \\sigma_p^{-2})^{-1}`,
+    :math:`\\mu = \\sigma^2 (\\hat\\mu \\hat\\sigma^{-2} + \\mu_p \\sigma_p^{-2})` (the Ladder
+    VAE's top-down inference, Sonderby et al. 2016, arXiv:1602.02282).
+
+    :param loc: ``(..., D)``; broadcasts against the prior's batch (e.g. particle dims).
+    :param scale: ``(..., D)``, positive.
+    :param prior: ``Independent(Normal, 1)`` with event ``(D,)``.
+    :returns: ``(loc, scale)`` of the combination, shape broadcast of the inputs.
+    :raises ValueError: if ``prior`` is not a diagonal Gaussian.
+    """
+    base = getattr(prior, "base_dist", None)
+    if not isinstance(base, torch.distributions.Normal) or \
+            getattr(prior, "reinterpreted_batch_ndims", None) != 1:
+        raise ValueError(f"precision weighting needs a diagonal Gaussian prior conditional, got "
+                         f"{type(prior).__name__}")
+    precision_q, precision_p = scale.pow(-2), base.scale.pow(-2)
+    variance = 1.0 / (precision_q + precision_p)
+    return (loc * precision_q + base.loc * precision_p) * variance, variance.sqrt()
 
 
 class FullCovNormalGuide(DiagonalNormalGuide):
@@ -106,13 +152,21 @@ class FullCovNormalGuide(DiagonalNormalGuide):
     #: units); scaled by 0.1 it gained (-24.45, 48 active units).
     correlation_scale = 0.1
 
+    #: Top-down inference combines diagonal Gaussians only.
+    precision_weighting = False
+
     def num_outputs(self):
         """A mean per dimension and the lower triangle of the scale."""
         d = self.latent_dim
         return d + d * (d + 1) // 2
 
-    def base(self, params):
-        """The full-covariance Gaussian given the encoder's output."""
+    def base(self, params, prior=None):
+        """The full-covariance Gaussian given the encoder's output.
+
+        :raises ValueError: if a ``prior`` to combine with is given (not supported)."""
+        if prior is not None:
+            raise ValueError("the full-covariance guide cannot be combined with a prior "
+                             "conditional; use it with bottom-up inference")
         d = self.latent_dim
         loc, entries = params[..., :d], params[..., d:]
         scale_tril = params.new_zeros(params.shape[:-1] + (d, d))
@@ -190,15 +244,19 @@ class FlowGuide(DiagonalNormalGuide):
                    num_flows=cls.default_num_flows if num_flows is None else num_flows,
                    flow_hidden=flow_hidden, **ctx.networks)
 
-    def forward(self, x):
-        """Return q(z|x), a :class:`~pyro.distributions.TransformedDistribution`."""
-        h, params = self.encoder.forward_with_features(flatten_event(x, self.event_shape))
+    def posterior(self, h, params, prior=None):
+        """The base Gaussian (combined with ``prior`` when given, see
+        :meth:`DiagonalNormalGuide.base`) pushed through the flows conditioned on ``h``."""
         transforms = []
         for i, flow in enumerate(self.flows):
             if i > 0 and self.autoregressive:
                 transforms.append(T.Permute(self.reverse))
             transforms.append(flow.condition(h))
-        return dist.TransformedDistribution(self.base(params), transforms)
+        return dist.TransformedDistribution(self.base(params, prior), transforms)
+
+    def forward(self, x):
+        """Return q(z|x), a :class:`~pyro.distributions.TransformedDistribution`."""
+        return self.posterior(*self.encode(x))
 
 
 class IAFGuide(FlowGuide):

@@ -191,7 +191,8 @@ class VampPrior(nn.Module):
         """
         if not getattr(ctx.guide, "invertible", True):
             raise ValueError(f"the VampPrior evaluates the guide's density at every z, which "
-                             f"needs the inverse of its flow; {type(ctx.guide).__name__} has no "
+                             f"needs the inverse of its flow; "
+                             f"{getattr(ctx.guide, 'description', type(ctx.guide).__name__)} has no "
                              "inverse. Use a guide with one: diagonal_normal, full_cov_normal, "
                              "iaf or spline")
         return cls(ctx.guide, ctx.event_shape, num_pseudo)

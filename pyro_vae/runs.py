@@ -101,7 +101,8 @@ def update_eval_json(run_dir, results):
 
 
 def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
-    """Write ``samples.png``, ``reconstructions.png`` and (with metrics) ``curves.png``."""
+    """Write ``samples.png``, ``reconstructions.png``, for a hierarchical VAE ``layers.png``
+    (see :func:`~pyro_vae.plots.plot_layer_samples`), and (with metrics) ``curves.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,6 +119,10 @@ def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
                       run_dir / "samples.png")
     plots.save_figure(plots.plot_reconstructions(originals, recon, image_shape),
                       run_dir / "reconstructions.png")
+    if getattr(vae, "num_layers", 1) > 1:
+        with evaluate.seeded(seed, device):
+            axes = plots.plot_layer_samples(vae, image_shape)
+        plots.save_figure(axes[0], run_dir / "layers.png")
     if metrics:
         plots.save_figure(plots.plot_curves(metrics), run_dir / "curves.png")
 

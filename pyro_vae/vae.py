@@ -60,8 +60,16 @@ class VAE(nn.Module):
             raise ValueError("event_shape is unknown: pass VAE(..., event_shape=(784,))")
         self.event_shape = tuple(int(s) for s in event_shape)
         self.name = name
+        self.check_latent_sizes()
+
+    def check_latent_sizes(self):
+        """Check that the components' ``latent_dim`` attributes (where they have one) agree.
+
+        :raises ValueError: naming each component's size.
+        """
         sizes = {role: getattr(module, "latent_dim", None) for role, module in
-                 (("prior", prior), ("guide", guide), ("likelihood", likelihood))}
+                 (("prior", self.prior), ("guide", self.posterior),
+                  ("likelihood", self.likelihood))}
         known = {role: d for role, d in sizes.items() if d is not None}
         if len(set(known.values())) > 1:
             raise ValueError(f"the components disagree on the latent size: {known}; build "
