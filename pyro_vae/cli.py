@@ -157,6 +157,13 @@ def _print_table(header, columns):
 def _print_summary(summary):
     print(f"run folder:      {summary['run']}")
     print(f"epochs:          {summary['epochs']} ({summary['steps']} steps)")
+    reasons = {"early_stopping": "early stopping (no better validation ELBO for "
+                                 "train.patience epochs)",
+               "max_minutes": "the wall-time limit train.max_minutes"}
+    if summary.get("stopped") in reasons:
+        print(f"stopped by:      {reasons[summary['stopped']]}")
+    if summary.get("evaluated_epoch") not in (None, summary["epochs"]):
+        print(f"evaluated:       the best validation epoch, {summary['evaluated_epoch']} (best.pt)")
     if "validation_elbo" in summary:
         print(f"validation ELBO: {summary['validation_elbo']:.3f} nats")
     print(f"test set:        {summary['num_test']} images; all values in nats per image")
@@ -195,6 +202,11 @@ def cmd_train(args):
     except TrainingDiverged as e:
         print(f"pyro-vae: {e}", file=sys.stderr)
         return 1
+    if run.stop_reason == "interrupted":
+        t = run.trainer
+        print(f"pyro-vae: interrupted in epoch {t.epoch + 1} after step {t.step}; the checkpoint "
+              f"is saved: continue with  pyro-vae train --resume {run.run_dir}", file=sys.stderr)
+        return 130
     _print_summary(run.finish())
     return 0
 

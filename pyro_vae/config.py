@@ -194,16 +194,43 @@ class DataConfig:
 class TrainConfig:
     """Optimizer and loop settings.
 
-    :ivar int epochs: passes over the training set.
+    :ivar int epochs: passes over the training set (the most; early stopping and
+        ``max_minutes`` may end the run sooner).
     :ivar int batch_size: images per step.
     :ivar float lr: Adam's learning rate.
     :ivar int seed: seeds Pyro/torch/numpy/python RNGs and the data order.
+    :ivar str objective: ``elbo`` (Pyro's Trace_ELBO), ``mean_field`` (TraceMeanField_ELBO,
+        analytic KL), ``iwae`` (importance-weighted bound with ``num_particles``) or
+        ``free_bits`` (see :mod:`pyro_vae.objectives`).
+    :ivar int num_particles: particles per datapoint of the objective (vectorized).
+    :ivar float beta: weight of the KL term (beta-VAE; Higgins et al. 2017).
+    :ivar float warmup_epochs: the KL weight rises linearly from 0 to ``beta`` over this
+        many epochs, step by step (0: no warm-up).
+    :ivar float free_bits: nats per latent dimension, for ``objective = "free_bits"``.
+    :ivar str lr_schedule: ``constant``, ``cosine`` (to 0 at ``epochs``, per step) or
+        ``exponential`` (times ``lr_decay`` after each epoch).
+    :ivar float lr_decay: the factor of ``exponential``.
+    :ivar float clip_norm: clip the gradient's global norm to this (0: no clipping).
+    :ivar int patience: stop when the validation ELBO has not improved for this many
+        epochs (0: no early stopping); ``best.pt`` always holds the best epoch.
+    :ivar float max_minutes: stop after the epoch that would make the next one end past
+        this wall time (0: no limit).
     """
 
     epochs: int = 300
     batch_size: int = 100
     lr: float = 1e-3
     seed: int = 0
+    objective: str = "elbo"
+    num_particles: int = 1
+    beta: float = 1.0
+    warmup_epochs: float = 0.0
+    free_bits: float = 0.0
+    lr_schedule: str = "constant"
+    lr_decay: float = 1.0
+    clip_norm: float = 0.0
+    patience: int = 0
+    max_minutes: float = 0.0
 
 
 @dataclass
@@ -272,8 +299,28 @@ class Config:
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{where}: {key} must be positive, got {value}")
-        if self.train.epochs < 0:
-            raise ConfigError(f"{where}: train.epochs must be at least 0, got {self.train.epochs}")
+        t = self.train
+        if t.epochs < 0:
+            raise ConfigError(f"{where}: train.epochs must be at least 0, got {t.epochs}")
+        for key in ("warmup_epochs", "clip_norm", "patience", "max_minutes", "free_bits", "beta"):
+            if getattr(t, key) < 0:
+                raise ConfigError(f"{where}: train.{key} must be at least 0, got {getattr(t, key)}")
+        if t.num_particles < 1:
+            raise ConfigError(f"{where}: train.num_particles must be at least 1, got {t.num_particles}")
+        objectives = ("elbo", "mean_field", "iwae", "free_bits")
+        if t.objective not in objectives:
+            raise ConfigError(f"{where}: unknown train.objective {t.objective!r}; choose one of "
+                              f"{list(objectives)}")
+        if (t.objective == "free_bits") != (t.free_bits > 0):
+            raise ConfigError(f"{where}: train.free_bits = {t.free_bits} goes with "
+                              "train.objective = 'free_bits' and a positive number of nats "
+                              "(e.g. 0.25); set both or neither")
+        schedules = ("constant", "cosine", "exponential")
+        if t.lr_schedule not in schedules:
+            raise ConfigError(f"{where}: unknown train.lr_schedule {t.lr_schedule!r}; choose one "
+                              f"of {list(schedules)}")
+        if not 0 < t.lr_decay <= 1:
+            raise ConfigError(f"{where}: train.lr_decay must be in (0, 1], got {t.lr_decay}")
 
 
 def _check_keys(d, valid, where):

@@ -442,13 +442,19 @@ class EpochBatches:
     def __len__(self):
         return -(-self.train.shape[0] // self.batch_size)
 
-    def epoch(self):
-        """Yield the batches of one epoch, each ``(b, D)``: one permutation, one binarization."""
+    def epoch(self, skip=0):
+        """Yield the batches of one epoch, each ``(b, D)``: one permutation, one binarization.
+
+        :param int skip: leave out the first ``skip`` batches (resuming inside an epoch:
+            restore :meth:`get_state` as it was at the epoch's start, then skip the batches
+            already trained on).
+        """
+        self.epoch_start_state = self.generator.get_state()
         perm = torch.randperm(self.train.shape[0], generator=self.generator, device=self.train.device)
         x = self.train[perm]
         if self.binarization == "dynamic":
             x = torch.bernoulli(x, generator=self.generator)
-        for start in range(0, x.shape[0], self.batch_size):
+        for start in range(int(skip) * self.batch_size, x.shape[0], self.batch_size):
             yield x[start:start + self.batch_size]
 
     def get_state(self):

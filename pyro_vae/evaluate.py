@@ -58,11 +58,13 @@ def _max_plate_nesting(model, guide, x):
     return nesting
 
 
-def _per_datapoint(trace, which, data_plate, num_particles, batch_size, nesting, observed):
-    """Sum the unscaled, masked log densities of ``trace``'s sample sites to ``(k, B)``."""
-    total = None
+def _per_datapoint(trace, which, data_plate, num_particles, batch_size, nesting, include="all"):
+    """Sum the unscaled, masked log densities of ``trace``'s sample sites to ``(k, B)``;
+    ``include`` is ``"all"``, ``"latent"`` or ``"observed"``. Zeros if no site is included."""
+    total = torch.zeros(())
     for name, site in trace.nodes.items():
-        if not _is_sample(site) or (site["is_observed"] and not observed):
+        if not _is_sample(site) or (include == "latent" and site["is_observed"]) or \
+                (include == "observed" and not site["is_observed"]):
             continue
         data_frames = [f for f in site["cond_indep_stack"] if f.name == data_plate]
         if not data_frames:
@@ -80,9 +82,8 @@ def _per_datapoint(trace, which, data_plate, num_particles, batch_size, nesting,
         if other:
             log_p = log_p.sum(other, keepdim=True)
         log_p = log_p.reshape(log_p.shape[0], log_p.shape[full + data_dim])
-        log_p = log_p.expand(num_particles, batch_size)
-        total = log_p if total is None else total + log_p
-    return total
+        total = total + log_p
+    return total.expand(num_particles, batch_size)
 
 
 def log_weights(model, guide, x, num_particles=1, data_plate="data", max_plate_nesting=None):
@@ -103,12 +104,25 @@ def log_weights(model, guide, x, num_particles=1, data_plate="data", max_plate_n
         lies outside the data plate.
     :raises ValueError: if ``num_particles < 1``.
     """
+    log_lik, log_prior, log_q = log_weight_parts(model, guide, x, num_particles, data_plate,
+                                                 max_plate_nesting)
+    return log_lik + log_prior - log_q
+
+
+def particle_traces(model, guide, x, num_particles=1, max_plate_nesting=None):
+    """The guide's trace inside an outer ``pyro.plate("particles", k)`` (left of the deepest
+    plate) and the model's trace replayed on it.
+
+    :returns: ``(model_trace, guide_trace, nesting)`` where ``nesting`` is the plate nesting
+        the particle plate was placed left of.
+    :raises ModelGuideMismatch: see :func:`log_weights`.
+    :raises ValueError: if ``num_particles < 1``.
+    """
     if int(num_particles) < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
-    k, batch_size = int(num_particles), x.shape[0]
     nesting = _max_plate_nesting(model, guide, x[:1]) if max_plate_nesting is None \
         else int(max_plate_nesting)
-    with pyro.plate(PARTICLE_PLATE, k, dim=-(nesting + 1)):
+    with pyro.plate(PARTICLE_PLATE, int(num_particles), dim=-(nesting + 1)):
         guide_trace = poutine.trace(guide).get_trace(x)
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
     model_latents = {n for n, s in model_trace.nodes.items()
@@ -124,9 +138,23 @@ def log_weights(model, guide, x, num_particles=1, data_plate="data", max_plate_n
     if guide_latents - model_latents:
         raise ModelGuideMismatch(f"the guide samples site(s) {sorted(guide_latents - model_latents)} "
                                  "that the model does not have")
-    log_p = _per_datapoint(model_trace, "model", data_plate, k, batch_size, nesting, True)
-    log_q = _per_datapoint(guide_trace, "guide", data_plate, k, batch_size, nesting, False)
-    return log_p - log_q
+    return model_trace, guide_trace, nesting
+
+
+def log_weight_parts(model, guide, x, num_particles=1, data_plate="data", max_plate_nesting=None):
+    """The three parts of :func:`log_weights`: ``(log_lik, log_prior, log_q)``, each
+    ``(k, B)`` in nats: the model's observed sites (log p(x | z)), the model's latent sites
+    (log p(z)) and the guide's sites (log q(z | x)), unscaled. Differentiable (training
+    objectives use them).
+
+    :raises ModelGuideMismatch, ValueError: see :func:`log_weights`.
+    """
+    k, batch_size = int(num_particles), x.shape[0]
+    model_trace, guide_trace, nesting = particle_traces(model, guide, x, k, max_plate_nesting)
+    args = (data_plate, k, batch_size, nesting)
+    return (_per_datapoint(model_trace, "model", *args, include="observed"),
+            _per_datapoint(model_trace, "model", *args, include="latent"),
+            _per_datapoint(guide_trace, "guide", *args, include="all"))
 
 
 @contextmanager

@@ -23,13 +23,15 @@ A run folder (:class:`Run`) holds::
 import json
 import math
 import random
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pyro
 import torch
-from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
 from . import evaluate
@@ -37,6 +39,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import build_vae
 from .data import EpochBatches, load_dataset, prepare_eval_splits
 from .errors import ConfigError, TrainingDiverged
+from .objectives import ELBO, FreeBitsELBO, IWAEObjective, ScaleLatents, make_objective
 from .runs import (evaluate_run, read_metrics, resolve_device, save_result, update_eval_json,
                    write_figures, write_json)
 
@@ -117,69 +120,151 @@ class Trainer:
     :param vae: an object with ``model(x)`` and ``guide(x)`` Pyro callables and
         ``parameters()`` (e.g. :class:`~pyro_vae.vae.VAE`), already on the device.
     :param EpochBatches batches: the training batches, on the device.
-    :param float lr: Adam's learning rate.
-    :param loss: an object with ``differentiable_loss(model, guide, x)`` returning the
-        negative ELBO summed over the batch, in nats (default ``Trace_ELBO()``).
+    :param float lr: Adam's (initial) learning rate.
+    :param loss: the objective: an object with ``differentiable_loss(model, guide, x)``
+        returning the negative objective summed over the batch, in nats (default the
+        ELBO by ``Trace_ELBO``); the objectives of :mod:`pyro_vae.objectives` also take
+        ``kl_weight``, others get the KL weight through :class:`~pyro_vae.objectives.ScaleLatents`.
+    :param float beta: the KL weight after warm-up.
+    :param int warmup_steps: steps over which the KL weight rises linearly to ``beta``.
+    :param str lr_schedule: ``constant``, ``cosine`` (to 0 at ``total_steps``) or
+        ``exponential`` (``lr_decay`` per epoch).
+    :param float lr_decay: see ``lr_schedule``.
+    :param int total_steps: the run's planned number of steps (for ``cosine``).
+    :param float clip_norm: clip the global gradient norm to this (0: off).
+
+    Everything that varies along the run is a function of :attr:`step`, so a resumed run
+    continues the same warm-up and schedule.
 
     :ivar int epoch: completed epochs. :ivar int step: completed optimizer steps.
     """
 
-    def __init__(self, vae, batches, lr=1e-3, loss=None):
+    def __init__(self, vae, batches, lr=1e-3, loss=None, beta=1.0, warmup_steps=0,
+                 lr_schedule="constant", lr_decay=1.0, total_steps=None, clip_norm=0.0):
         self.vae = vae
         self.batches = batches
-        self.loss = loss if loss is not None else Trace_ELBO()
-        self.optimizer = make_optimizer(vae.parameters(), lr)
+        self.loss = loss if loss is not None else ELBO()
+        self.parameters = [p for p in vae.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.parameters, lr)
+        self.lr, self.beta, self.warmup_steps = float(lr), float(beta), int(warmup_steps)
+        self.lr_schedule, self.lr_decay = lr_schedule, float(lr_decay)
+        self.total_steps = total_steps
+        self.clip_norm = float(clip_norm)
         self.epoch = 0
         self.step = 0
+        self.batch_in_epoch = 0
+        self.epoch_loss = 0.0
+        self.epoch_count = 0
+        self.stop_requested = False
+
+    def kl_weight(self, step=None):
+        """The KL weight at ``step`` (default: the next step): ``beta * min(1, (step + 1) /
+        warmup_steps)``, or ``beta`` without warm-up."""
+        step = self.step if step is None else int(step)
+        if self.warmup_steps <= 0:
+            return self.beta
+        return self.beta * min(1.0, (step + 1) / self.warmup_steps)
+
+    def learning_rate(self, step=None):
+        """The learning rate at ``step`` (default: the next step)."""
+        step = self.step if step is None else int(step)
+        if self.lr_schedule == "cosine" and self.total_steps:
+            return self.lr * 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps)
+                                                 / self.total_steps))
+        if self.lr_schedule == "exponential":
+            return self.lr * self.lr_decay ** (step // len(self.batches))
+        return self.lr
+
+    def _loss(self, x, kl_weight):
+        if isinstance(self.loss, (ELBO, IWAEObjective, FreeBitsELBO)):
+            return self.loss.differentiable_loss(self.vae.model, self.vae.guide, x,
+                                                 kl_weight=kl_weight)
+        model, guide = self.vae.model, self.vae.guide
+        if kl_weight != 1.0:
+            model, guide = ScaleLatents(kl_weight)(model), ScaleLatents(kl_weight)(guide)
+        return self.loss.differentiable_loss(model, guide, x)
 
     def training_step(self, x):
-        """One SVI step on the batch ``x``; returns the loss (negative ELBO summed over
-        the batch, nats).
+        """One step on the batch ``x``; returns the loss (the negative objective summed
+        over the batch, with the current KL weight; nats).
 
-        :raises TrainingDiverged: when the loss is NaN or infinite; the parameters are
-            not updated with that step.
+        :raises TrainingDiverged: when the loss or the gradient is NaN or infinite; the
+            parameters are not updated with that step.
         """
         with pyro.validation_enabled(self.step == 0):
-            loss = self.loss.differentiable_loss(self.vae.model, self.vae.guide, x)
+            loss = self._loss(x, self.kl_weight())
         value = loss.item()
+        where = f"at epoch {self.epoch + 1}, step {self.step + 1}"
         if not math.isfinite(value):
-            raise TrainingDiverged(f"the loss became {value} at epoch {self.epoch + 1}, step "
-                                   f"{self.step + 1}", epoch=self.epoch + 1, step=self.step + 1)
+            raise TrainingDiverged(f"the loss became {value} {where}", epoch=self.epoch + 1,
+                                   step=self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        if self.clip_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
+        else:
+            norm = torch.nn.utils.get_total_norm(grads)
+        if not math.isfinite(norm.item()):
+            bad = [name for name, p in self.vae.named_parameters()
+                   if p.grad is not None and not torch.isfinite(p.grad).all()]
+            raise TrainingDiverged(f"the gradient became {norm.item()} {where} (non-finite in "
+                                   f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})",
+                                   epoch=self.epoch + 1, step=self.step + 1)
+        lr = self.learning_rate()
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         self.optimizer.step()
         self.step += 1
         return value
 
     def train_epoch(self, progress=None):
-        """One pass over the training batches.
+        """One pass over the training batches (or the rest of one, after a resume inside
+        it). Stops early, with the epoch incomplete, when :attr:`stop_requested` is set
+        (e.g. by SIGINT); check :attr:`batch_in_epoch`.
 
         :param progress: a tqdm bar to advance (or ``None``).
-        :returns: the mean training ELBO of the epoch, nats per datapoint.
+        :returns: the mean training loss of the epoch as an ELBO, nats per datapoint (with
+            the KL weights used), or ``None`` if stopped inside the epoch.
         :raises TrainingDiverged: see :meth:`training_step`.
         """
-        total, count = 0.0, 0
-        for x in self.batches.epoch():
-            total += self.training_step(x)
-            count += x.shape[0]
+        for x in self.batches.epoch(skip=self.batch_in_epoch):
+            self.epoch_loss += self.training_step(x)
+            self.epoch_count += x.shape[0]
+            self.batch_in_epoch += 1
             if progress is not None:
                 progress.update(1)
                 if self.step % 10 == 0:
-                    progress.set_postfix(epoch=self.epoch + 1, elbo=f"{-total / count:.2f}",
+                    progress.set_postfix(epoch=self.epoch + 1,
+                                         elbo=f"{-self.epoch_loss / self.epoch_count:.2f}",
                                          refresh=False)
+            if self.stop_requested:
+                return None
+        value = -self.epoch_loss / self.epoch_count
         self.epoch += 1
-        return -total / count
+        self.batch_in_epoch, self.epoch_loss, self.epoch_count = 0, 0.0, 0
+        return value
 
     def state_dict(self):
-        """Weights, optimizer, epoch, step and RNG states (tensors and plain data)."""
+        """Weights, optimizer, epoch, step, position inside the epoch and RNG states (tensors
+        and plain data). Inside an epoch, the data generator's state is the one at the
+        epoch's start (the batches are regenerated and the trained ones skipped)."""
+        rng = rng_state(self.batches)
+        if self.batch_in_epoch:
+            rng["data"] = self.batches.epoch_start_state
         return {"model": self.vae.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "epoch": self.epoch, "step": self.step, "rng": rng_state(self.batches)}
+                "epoch": self.epoch, "step": self.step, "rng": rng,
+                "batch_in_epoch": self.batch_in_epoch, "epoch_loss": self.epoch_loss,
+                "epoch_count": self.epoch_count}
 
     def load_state_dict(self, state):
         """Restore what :meth:`state_dict` returned."""
         self.vae.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        self.epoch_loss = float(state.get("epoch_loss", 0.0))
+        self.epoch_count = int(state.get("epoch_count", 0))
         set_rng_state(state["rng"], self.batches)
 
 
@@ -196,8 +281,12 @@ class Run:
         one when resuming).
     :param device: ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
     :param bool quiet: no progress bar.
-    :param loss: passed to :class:`Trainer`.
+    :param loss: an objective object for :class:`Trainer` (default: the recipe's
+        ``train.objective``).
     :raises ConfigError, DataError: for a bad recipe or data.
+
+    :ivar str stop_reason: after :meth:`fit`: ``"epochs"``, ``"early_stopping"``,
+        ``"max_minutes"`` or ``"interrupted"``.
     """
 
     def __init__(self, config, run_dir, device="auto", quiet=False, loss=None):
@@ -217,19 +306,40 @@ class Run:
         self.validation, self.test = prepare_eval_splits(self.data, cfg.data.binarization)
         batches = EpochBatches(self.data.train.to(self.device), cfg.train.batch_size,
                                cfg.data.binarization, seed=cfg.train.seed)
-        self.trainer = Trainer(self.vae, batches, lr=cfg.train.lr, loss=loss)
+        t = cfg.train
+        if loss is None:
+            loss = make_objective(t.objective, t.num_particles, t.free_bits)
+        self.trainer = Trainer(self.vae, batches, lr=t.lr, loss=loss, beta=t.beta,
+                               warmup_steps=round(t.warmup_epochs * len(batches)),
+                               lr_schedule=t.lr_schedule, lr_decay=t.lr_decay,
+                               total_steps=t.epochs * len(batches), clip_norm=t.clip_norm)
+        self.best = {"epoch": 0, "validation_elbo": None, "bad_epochs": 0}
+        self.elapsed = 0.0
+        self.stop_reason = None
 
     @property
     def checkpoint_path(self):
-        """``run_dir/checkpoint.pt``."""
+        """``run_dir/checkpoint.pt``: the last epoch (or the point where SIGINT stopped)."""
         return self.run_dir / "checkpoint.pt"
 
-    def save(self):
-        """Write the checkpoint atomically."""
+    @property
+    def best_path(self):
+        """``run_dir/best.pt``: the epoch with the best validation ELBO so far."""
+        return self.run_dir / "best.pt"
+
+    def _state(self):
         state = self.trainer.state_dict()
         state.update(config=self.config.to_dict(), event_shape=list(self.data.event_shape),
-                     image_shape=list(self.data.image_shape))
+                     image_shape=list(self.data.image_shape), best=dict(self.best),
+                     elapsed=self.elapsed)
+        return state
+
+    def save(self, best=False):
+        """Write the checkpoint (and, with ``best``, ``best.pt``) atomically."""
+        state = self._state()
         save_checkpoint(state, self.checkpoint_path)
+        if best:
+            save_checkpoint(state, self.best_path)
 
     def resume(self):
         """Load the run's checkpoint and drop metrics of epochs it does not hold.
@@ -238,6 +348,8 @@ class Run:
         """
         state = load_checkpoint(self.checkpoint_path, map_location=self.device)
         self.trainer.load_state_dict(state)
+        self.best = dict(state.get("best", self.best))
+        self.elapsed = float(state.get("elapsed", 0.0))
         metrics = [m for m in read_metrics(self.run_dir) if m["epoch"] <= self.trainer.epoch]
         (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
 
@@ -250,53 +362,97 @@ class Run:
         self.vae.train()
         return float(values.mean())
 
+    def _early_stopping(self, validation):
+        """Update the best epoch; returns whether this epoch is the best so far."""
+        best = self.best
+        if best["validation_elbo"] is None or validation > best["validation_elbo"]:
+            best.update(epoch=self.trainer.epoch, validation_elbo=validation, bad_epochs=0)
+            return True
+        best["bad_epochs"] += 1
+        return False
+
     def fit(self, epochs=None):
-        """Train to ``epochs`` (default the recipe's), checkpointing after every epoch.
+        """Train to ``epochs`` (default the recipe's), checkpointing after every epoch, until
+        early stopping (``train.patience``) or the wall-time limit (``train.max_minutes``)
+        ends it first. SIGINT (Ctrl-C) finishes the current step, writes the checkpoint
+        (resumable inside the epoch) and returns with ``stop_reason = "interrupted"``.
 
         :returns: the list of per-epoch metric records of this call.
         :raises TrainingDiverged: with the last good checkpoint named in the message; that
             checkpoint is left untouched.
         """
-        epochs = self.config.train.epochs if epochs is None else int(epochs)
+        t = self.config.train
+        epochs = t.epochs if epochs is None else int(epochs)
         write_json(self.run_dir / "config.json", self.config.to_dict())
         trainer = self.trainer
-        remaining = max(0, epochs - trainer.epoch)
+        remaining = max(0, epochs * len(trainer.batches) - trainer.step)
         records = []
         n_train = self.data.train.shape[0]
-        bar = tqdm(total=remaining * len(trainer.batches), disable=self.quiet, unit="step",
+        bar = tqdm(total=remaining, disable=self.quiet, unit="step",
                    desc=f"{self.config.name} on {self.data.name}", dynamic_ncols=True)
-        try:
-            while trainer.epoch < epochs:
-                start = time.perf_counter()
-                try:
-                    train_elbo = trainer.train_epoch(bar)
-                except TrainingDiverged as e:
-                    if self.checkpoint_path.exists():
-                        kept = f"the last good checkpoint (epoch {trainer.epoch}) is kept at " \
-                               f"{self.checkpoint_path}"
-                    else:
-                        kept = "no epoch had completed, so there is no checkpoint"
-                    raise TrainingDiverged(f"{e}; training stopped, {kept}. Lower train.lr "
-                                           "or check the data", e.epoch, e.step) from None
-                seconds = time.perf_counter() - start
-                record = {"epoch": trainer.epoch, "step": trainer.step, "train_elbo": train_elbo,
-                          "validation_elbo": self.validation_elbo(), "seconds": seconds,
-                          "images_per_second": n_train / seconds}
-                self.save()
-                with open(self.run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                records.append(record)
-        finally:
-            bar.close()
+        self.stop_reason = "epochs"
+        started = time.perf_counter() - self.elapsed
+        with _sigint_requests_stop(trainer):
+            try:
+                while trainer.epoch < epochs:
+                    if t.patience and self.best["bad_epochs"] >= t.patience:
+                        self.stop_reason = "early_stopping"
+                        break
+                    start = time.perf_counter()
+                    try:
+                        train_elbo = trainer.train_epoch(bar)
+                    except TrainingDiverged as e:
+                        raise TrainingDiverged(f"{e}; training stopped, {self._kept()}. Lower "
+                                               "train.lr, set train.clip_norm, or check the "
+                                               "data", e.epoch, e.step) from None
+                    self.elapsed = time.perf_counter() - started
+                    if train_elbo is None:
+                        self.save()
+                        self.stop_reason = "interrupted"
+                        break
+                    seconds = time.perf_counter() - start
+                    validation = self.validation_elbo()
+                    is_best = self._early_stopping(validation)
+                    record = {"epoch": trainer.epoch, "step": trainer.step,
+                              "train_elbo": train_elbo, "validation_elbo": validation,
+                              "kl_weight": trainer.kl_weight(trainer.step - 1),
+                              "lr": trainer.learning_rate(trainer.step - 1),
+                              "seconds": seconds, "images_per_second": n_train / seconds}
+                    self.elapsed = time.perf_counter() - started
+                    self.save(best=is_best)
+                    with open(self.run_dir / "metrics.jsonl", "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    records.append(record)
+                    if t.max_minutes and trainer.epoch < epochs and \
+                            self.elapsed + seconds > 60 * t.max_minutes:
+                        self.stop_reason = "max_minutes"
+                        break
+            finally:
+                bar.close()
         return records
+
+    def _kept(self):
+        if self.checkpoint_path.exists():
+            return (f"the last good checkpoint (epoch {self.trainer.epoch}) is kept at "
+                    f"{self.checkpoint_path}")
+        return "no epoch had completed, so there is no checkpoint"
 
     def finish(self):
         """Evaluate on the test set (IWAE with the recipe's k) into ``eval.json``, save the
-        per-datapoint estimates, and draw the figures. Returns the summary dict."""
+        per-datapoint estimates, and draw the figures. With early stopping
+        (``train.patience``), the weights of the best validation epoch (``best.pt``) are
+        the ones evaluated. Returns the summary dict."""
+        evaluated_epoch = self.trainer.epoch
+        if self.config.train.patience and self.best_path.exists():
+            state = load_checkpoint(self.best_path, map_location=self.device)
+            self.vae.load_state_dict(state["model"])
+            evaluated_epoch = int(state["epoch"])
         summary, result = evaluate_run(self.vae, self.test, self.config, self.device,
                                        progress=not self.quiet)
         save_result(self.run_dir, result)
-        summary.update(run=str(self.run_dir), epochs=self.trainer.epoch, steps=self.trainer.step)
+        summary.update(run=str(self.run_dir), epochs=self.trainer.epoch, steps=self.trainer.step,
+                       evaluated_epoch=evaluated_epoch, stopped=self.stop_reason,
+                       best_epoch=self.best["epoch"])
         metrics = read_metrics(self.run_dir)
         if metrics:
             summary["validation_elbo"] = metrics[-1]["validation_elbo"]
@@ -304,3 +460,24 @@ class Run:
         write_figures(self.vae, self.test, self.data.image_shape, self.run_dir, metrics,
                       seed=self.config.train.seed)
         return summary
+
+
+@contextmanager
+def _sigint_requests_stop(trainer):
+    """While training in the main thread, the first SIGINT asks the trainer to stop after
+    its current step (the run then saves a resumable checkpoint); a second one interrupts
+    at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

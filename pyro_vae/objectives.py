@@ -1,0 +1,190 @@
+"""Training objectives: the ELBO and its variants, as differentiable losses.
+
+Every objective is an object with ``differentiable_loss(model, guide, x, kl_weight=1.0)``
+returning a scalar tensor: the negative objective summed over the batch, in nats. The
+``kl_weight`` multiplies the log densities of the latent sites in both model and guide
+(``log p(z) - log q(z|x)``, the negative KL), which is how a beta-VAE weight and a linear KL
+warm-up (Bowman et al. 2016, arXiv:1511.06349; Sonderby et al. 2016, arXiv:1602.02282) are
+applied, as Pyro's DMM example does with ``poutine.scale``.
+
+- :class:`ELBO`: Pyro's :class:`~pyro.infer.Trace_ELBO` (default), or
+  :class:`~pyro.infer.TraceMeanField_ELBO` (analytic KL where torch knows it), with
+  ``num_particles`` vectorized particles.
+- :class:`IWAEObjective`: the importance-weighted bound with k particles (Burda et al. 2016,
+  arXiv:1509.00519), computed per datapoint from the traces (see below).
+- :class:`FreeBitsELBO`: the ELBO whose KL term is floored per latent dimension at
+  ``free_bits`` nats, averaged over the batch (Kingma et al. 2016, arXiv:1606.04934, App. C).
+
+The importance-weighted objective: pyro issue 3104 says ``RenyiELBO`` treats the whole
+batch as one global latent, summing log weights over datapoints before the log-mean-exp.
+Pyro 1.9 keeps the plates that enclose every site (here the data plate) out of that sum,
+so for our models ``RenyiELBO(alpha=0)`` does give the per-datapoint bound: a test checks
+that it and :class:`IWAEObjective` agree to the last digit on the same draws. We use our
+own because a KL weight (warm-up) must scale the latent terms inside each weight, and to
+share code with the evaluation: the per-datapoint log weights come from
+:func:`pyro_vae.evaluate.log_weight_parts`.
+"""
+
+import math
+
+import torch
+from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+
+from .evaluate import _factorized_base, _is_sample, log_weight_parts, particle_traces
+
+#: Objective names a recipe may choose (``train.objective``).
+OBJECTIVES = ("elbo", "mean_field", "iwae", "free_bits")
+
+
+class ScaleLatents(Messenger):
+    """Multiply the log density of every latent (not observed) sample site by ``factor``
+    (the observed sites keep scale 1). Used on both model and guide, it weights the KL
+    term of the ELBO by ``factor``."""
+
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = float(factor)
+
+    def _process_message(self, msg):
+        if msg["type"] == "sample" and not msg["is_observed"] and not site_is_subsample(msg):
+            msg["scale"] = msg["scale"] * self.factor
+
+
+def _scaled(fn, factor):
+    return fn if factor == 1.0 else ScaleLatents(factor)(fn)
+
+
+class ELBO:
+    """The ELBO by Pyro's ``Trace_ELBO`` (or ``TraceMeanField_ELBO`` with ``mean_field``),
+    with ``num_particles`` vectorized particles; see the module docstring for ``kl_weight``.
+
+    :param int num_particles: particles per datapoint (averaged).
+    :param bool mean_field: use analytic KL divergences where torch knows them.
+    :param int max_plate_nesting: plates nested in the model (1 for our VAEs).
+    :raises ValueError: if ``num_particles < 1``.
+    """
+
+    def __init__(self, num_particles=1, mean_field=False, max_plate_nesting=1):
+        if int(num_particles) < 1:
+            raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+        cls = TraceMeanField_ELBO if mean_field else Trace_ELBO
+        kw = {}
+        if int(num_particles) > 1:
+            kw = dict(num_particles=int(num_particles), vectorize_particles=True,
+                      max_plate_nesting=max_plate_nesting)
+        self.elbo = cls(**kw)
+
+    def differentiable_loss(self, model, guide, x, kl_weight=1.0):
+        """Negative (KL-weighted) ELBO summed over the batch, nats."""
+        return self.elbo.differentiable_loss(_scaled(model, kl_weight), _scaled(guide, kl_weight), x)
+
+
+class IWAEObjective:
+    """The importance-weighted bound with k particles (Burda et al. 2016, arXiv:1509.00519):
+    per datapoint, ``log (1/k) sum_i exp(log p(x|z_i) + w (log p(z_i) - log q(z_i|x)))``,
+    summed over the batch (``w`` the KL weight, 1 for the bound itself). The particles are
+    vectorized in one trace; gradients are the plain reparameterized ones (no
+    doubly-reparameterized estimator).
+
+    :param int num_particles: k.
+    :param int max_plate_nesting: plates nested in the model (1 for our VAEs).
+    :raises ValueError: if ``num_particles < 1``.
+    """
+
+    def __init__(self, num_particles=5, max_plate_nesting=1):
+        if int(num_particles) < 1:
+            raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+        self.num_particles = int(num_particles)
+        self.max_plate_nesting = max_plate_nesting
+
+    def differentiable_loss(self, model, guide, x, kl_weight=1.0):
+        """Negative IWAE bound summed over the batch, nats."""
+        log_lik, log_prior, log_q = log_weight_parts(
+            model, guide, x, self.num_particles, max_plate_nesting=self.max_plate_nesting)
+        log_w = log_lik + kl_weight * (log_prior - log_q)
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        return -bound.sum()
+
+
+class FreeBitsELBO:
+    """The ELBO with free bits (Kingma et al. 2016, arXiv:1606.04934, Appendix C): the KL
+    term of each latent dimension, averaged over the batch, counts as at least ``free_bits``
+    nats, so the optimizer gains nothing by pushing it lower:
+
+    .. math:: \\mathrm{loss} = -\\sum_b E_q[\\log p(x_b | z)]
+        + B \\sum_d \\max(\\lambda, \\overline{KL}_d)
+
+    (``B`` the batch size, :math:`\\overline{KL}_d` the KL of dimension d averaged over it).
+
+    The per-dimension KL is the single-sample estimate ``log q(z_d|x) - log p(z_d|.)`` for
+    sites whose guide and prior factorize over dimensions (diagonal Gaussians); a site that
+    does not (flows, full covariance) gets one floor of ``free_bits * D`` on its whole KL.
+
+    :param float free_bits: lambda, nats per dimension (> 0).
+    :param int num_particles: particles per datapoint (averaged).
+    :raises ValueError: if ``free_bits <= 0`` or ``num_particles < 1``.
+    """
+
+    def __init__(self, free_bits=0.5, num_particles=1, max_plate_nesting=1):
+        if not free_bits > 0:
+            raise ValueError(f"free_bits must be positive, got {free_bits}")
+        if int(num_particles) < 1:
+            raise ValueError(f"num_particles must be at least 1, got {num_particles}")
+        self.free_bits = float(free_bits)
+        self.num_particles = int(num_particles)
+        self.max_plate_nesting = max_plate_nesting
+
+    def kl_terms(self, model, guide, x):
+        """The per-dimension KL estimates and the log-likelihood of a batch.
+
+        :returns: ``(log_lik, kls)``: ``log_lik`` the mean over particles of log p(x | z)
+            summed over the batch (nats), and ``kls`` a list of ``(kl, floor)`` pairs, ``kl``
+            the batch-averaged KL of one dimension (or of a whole non-factorized site) and
+            ``floor`` the free bits it is floored at.
+        """
+        k, batch = self.num_particles, x.shape[0]
+        model_trace, guide_trace, nesting = particle_traces(model, guide, x, k,
+                                                            self.max_plate_nesting)
+        log_lik = 0.0
+        for site in model_trace.nodes.values():
+            if _is_sample(site) and site["is_observed"]:
+                log_lik = log_lik + site["fn"].log_prob(site["value"]).sum() / k
+        kls = []
+        for name, site in guide_trace.nodes.items():
+            if not _is_sample(site) or site["is_observed"]:
+                continue
+            q, p, z = site["fn"], model_trace.nodes[name]["fn"], site["value"]
+            q_base, p_base = _factorized_base(q), _factorized_base(p)
+            if q_base is not None and p_base is not None:
+                per_dim = (q_base.log_prob(z) - p_base.log_prob(z)).reshape(-1, z.shape[-1])
+                kls += [(kl, self.free_bits) for kl in per_dim.sum(0) / (k * batch)]
+            else:
+                total = (q.log_prob(z) - p.log_prob(z)).sum() / (k * batch)
+                kls.append((total, self.free_bits * z.shape[-1]))
+        return log_lik, kls
+
+    def differentiable_loss(self, model, guide, x, kl_weight=1.0):
+        """Negative free-bits objective summed over the batch, nats."""
+        log_lik, kls = self.kl_terms(model, guide, x)
+        kl = sum(torch.clamp(value, min=floor) for value, floor in kls)
+        return -(log_lik - kl_weight * x.shape[0] * kl)
+
+
+def make_objective(name="elbo", num_particles=1, free_bits=0.0):
+    """The objective a recipe names (``train.objective``).
+
+    :param str name: one of :data:`OBJECTIVES`.
+    :raises ValueError: for an unknown name or bad settings.
+    """
+    if name == "elbo":
+        return ELBO(num_particles)
+    if name == "mean_field":
+        return ELBO(num_particles, mean_field=True)
+    if name == "iwae":
+        return IWAEObjective(num_particles)
+    if name == "free_bits":
+        return FreeBitsELBO(free_bits, num_particles)
+    raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVES)}")
