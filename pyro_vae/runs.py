@@ -128,9 +128,12 @@ def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
 
 
 
-def load_run(run_dir, device="auto"):
+def load_run(run_dir, device="auto", weights="auto"):
     """Rebuild the trained VAE of a run folder from its checkpoint alone.
 
+    :param str weights: ``"last"`` (``checkpoint.pt``), ``"best"`` (``best.pt``, the best
+        validation epoch) or ``"auto"``: the best epoch when the run used early stopping
+        (``train.patience``) and has one, as the test evaluation after training does.
     :returns: ``(vae, config, checkpoint)`` with the VAE on ``device`` in eval mode.
     :raises CheckpointError: for a missing or bad checkpoint.
     :raises ConfigError: if the stored recipe is invalid.
@@ -138,6 +141,9 @@ def load_run(run_dir, device="auto"):
     device = device if isinstance(device, torch.device) else resolve_device(device)
     state = load_checkpoint(run_dir, map_location=device)
     config = Config.from_dict(state["config"], where=f"checkpoint in {run_dir}")
+    best = Path(run_dir) / "best.pt"
+    if weights == "best" or (weights == "auto" and config.train.patience and best.is_file()):
+        state = load_checkpoint(best, map_location=device)
     vae = build_vae(config.model, tuple(state["event_shape"]), state.get("image_shape")).to(device)
     vae.load_state_dict(state["model"])
     vae.eval()

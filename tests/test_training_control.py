@@ -324,3 +324,17 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(tmp_path):
     assert proc.wait() == -signal.SIGKILL  # killed mid-write, not finished
     assert path.read_bytes() == before
     assert load_checkpoint(path)["epoch"] == 1
+
+
+def test_evaluate_uses_the_best_epoch_of_an_early_stopped_run(tmp_path, monkeypatch):
+    out = prepare_run_folder(tmp_path / "r")
+    run = Run(tiny_config(epochs=3, patience=5), out, "cpu", quiet=True)
+    scores = iter([-40.0, -50.0, -60.0])
+    monkeypatch.setattr(run, "validation_elbo", lambda: next(scores))
+    run.fit()
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out)
+    assert (best["epoch"], last["epoch"]) == (1, 3)
+    for weights, expected in (("auto", best), ("best", best), ("last", last)):
+        vae, _, state = load_run(out, "cpu", weights=weights)
+        assert state["epoch"] == expected["epoch"]
+        assert all(torch.equal(vae.state_dict()[k], expected["model"][k]) for k in expected["model"])
