@@ -272,9 +272,7 @@ class HierarchicalVAE(VAE):
         :returns: ``z1`` (leading particle dims, then ``(B, D_1)``).
         """
         batch_size = self.check_input(x)
-        pyro.module(self.name + ".prior", self.prior)
-        pyro.module(self.name + ".conditionals", self.conditionals)
-        pyro.module(self.name + ".likelihood", self.likelihood)
+        self.register("prior", "conditionals", "likelihood")
         with pyro.plate("data", batch_size, dim=-1):
             z = pyro.sample(site_name(self.num_layers), self.prior(batch_size))
             for i in reversed(range(self.num_layers - 1)):
@@ -288,9 +286,7 @@ class HierarchicalVAE(VAE):
         :returns: dict site -> sampled value.
         """
         batch_size = self.check_input(x)
-        pyro.module(self.name + ".guide", self.posterior)
-        if self.posterior.top_down:
-            pyro.module(self.name + ".conditionals", self.conditionals)
+        self.register("posterior", *(("conditionals",) if self.posterior.top_down else ()))
         with pyro.plate("data", batch_size, dim=-1):
             return self.posterior.sample_latents(x, pyro.sample, self.conditionals)
 

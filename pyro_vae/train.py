@@ -26,7 +26,7 @@ import random
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -175,6 +175,12 @@ class Trainer:
             return self.lr * self.lr_decay ** (step // len(self.batches))
         return self.lr
 
+    def _unregistered(self):
+        """The parameters are optimized here directly: skip Pyro's param-store registration."""
+        if hasattr(self.vae, "params_unregistered"):
+            return self.vae.params_unregistered()
+        return nullcontext()
+
     def _loss(self, x, kl_weight):
         if isinstance(self.loss, (ELBO, IWAEObjective, FreeBitsELBO)):
             return self.loss.differentiable_loss(self.vae.model, self.vae.guide, x,
@@ -191,7 +197,7 @@ class Trainer:
         :raises TrainingDiverged: when the loss or the gradient is NaN or infinite; the
             parameters are not updated with that step.
         """
-        with pyro.validation_enabled(self.step == 0):
+        with pyro.validation_enabled(self.step == 0), self._unregistered():
             loss = self._loss(x, self.kl_weight())
         value = loss.item()
         where = f"at epoch {self.epoch + 1}, step {self.step + 1}"

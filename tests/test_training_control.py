@@ -338,3 +338,19 @@ def test_evaluate_uses_the_best_epoch_of_an_early_stopped_run(tmp_path, monkeypa
         vae, _, state = load_run(out, "cpu", weights=weights)
         assert state["epoch"] == expected["epoch"]
         assert all(torch.equal(vae.state_dict()[k], expected["model"][k]) for k in expected["model"])
+
+
+def test_trainer_skips_the_param_store_and_svi_still_uses_it():
+    from pyro_vae.data import EpochBatches
+    from pyro_vae.train import Trainer
+
+    pyro.clear_param_store()
+    vae = small_vae()
+    trainer = Trainer(vae, EpochBatches(X, 3, "none", seed=0))
+    before = [p.detach().clone() for p in vae.parameters()]
+    trainer.training_step(X)
+    assert len(pyro.get_param_store()) == 0 and vae.register_params
+    assert any(not torch.equal(a, b) for a, b in zip(before, vae.parameters()))
+    svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    svi.step(X)
+    assert len(pyro.get_param_store()) == len(list(vae.parameters()))
