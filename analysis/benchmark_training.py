@@ -11,7 +11,9 @@ the same machine state:
 The project's trainer uses Adam's fused kernel (see ``pyro_vae.train.make_optimizer``);
 the plain loop is measured twice: as written straightforwardly (default ``torch.optim.Adam``)
 and with the same fused Adam, which isolates what Pyro's tracing and distribution objects
-cost.
+cost. Also measured, unless left out: the project's trainer with its networks compiled by
+``torch.compile`` (``train.compile = true``; compiled before the timers start), and, when
+pythae is installed, pythae's own training epoch on the same network (``BaseTrainer``).
 
 1. steps: blocks of ``--steps`` optimizer steps on the same pre-binarized batches, the
    batches prepared outside the timer, the first block of each loop discarded as warm-up
@@ -30,6 +32,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyro_vae.config import ModelConfig, build_vae  # noqa: E402
 from pyro_vae.data import EpochBatches, load_dataset  # noqa: E402
-from pyro_vae.train import Trainer  # noqa: E402
+from pyro_vae.train import Trainer, compile_networks  # noqa: E402
 
 LOG_2PI = 1.8378770664093453
 
@@ -102,6 +105,52 @@ def plain_epoch(model, optimizer, train, batch_size, generator):
         plain_step(model, optimizer, x)
 
 
+def pythae_epoch_runner(train, batch_size, lr, out_dir):
+    """pythae's own VAE training epoch (``BaseTrainer.train_step``) on the same network,
+    or ``None`` when pythae is not installed. pythae has no dynamic binarization: it is
+    given the training set binarized once, so its data path does less work than ours.
+    Its loss is the analytic-KL ELBO averaged over the batch."""
+    try:
+        from pythae.data.datasets import BaseDataset
+        from pythae.models import VAE as PythaeVAE
+        from pythae.models import VAEConfig
+        from pythae.models.base.base_utils import ModelOutput
+        from pythae.models.nn import BaseDecoder, BaseEncoder
+        from pythae.trainers import BaseTrainer, BaseTrainerConfig
+    except ImportError:
+        return None
+    x_dim = train.shape[1]
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            super().__init__()
+            self.hidden = nn.Sequential(nn.Linear(x_dim, 400), nn.Softplus())
+            self.mu, self.log_var = nn.Linear(400, 50), nn.Linear(400, 50)
+
+        def forward(self, x):
+            h = self.hidden(x.reshape(x.shape[0], -1))
+            return ModelOutput(embedding=self.mu(h), log_covariance=self.log_var(h))
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(50, 400), nn.Softplus(), nn.Linear(400, x_dim))
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+
+    model = PythaeVAE(VAEConfig(input_dim=(x_dim,), latent_dim=50, reconstruction_loss="bce"),
+                      encoder=Encoder(), decoder=Decoder())
+    binary = torch.bernoulli(train, generator=torch.Generator().manual_seed(0))
+    config = BaseTrainerConfig(output_dir=str(out_dir), per_device_train_batch_size=batch_size,
+                               num_epochs=1, learning_rate=lr, no_cuda=True)
+    trainer = BaseTrainer(model, BaseDataset(binary, torch.zeros(binary.shape[0])),
+                          training_config=config)
+    trainer.prepare_training()
+    epoch = iter(range(1, 10**9))
+    return lambda: trainer.train_step(next(epoch))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default="fashion-mnist")
@@ -112,6 +161,8 @@ def main(argv=None):
     parser.add_argument("--train-size", type=int, default=None,
                         help="use only the first N training images for the epoch measurement")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="leave out the project's trainer with torch.compile'd networks")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -129,6 +180,13 @@ def main(argv=None):
         "plain": lambda x: plain_step(plain, plain_opt, x),
         "plain_fused_adam": lambda x: plain_step(fused, fused_opt, x),
     }
+    compiled = None
+    if not args.no_compile:
+        compiled_vae = build_vae(ModelConfig(latent_dim=50, hidden=[400], activation="softplus"),
+                                 (x_dim,))
+        compile_networks(compiled_vae)
+        compiled = Trainer(compiled_vae, EpochBatches(train, bs, "dynamic", seed=0), lr=1e-3)
+        loops["project_compiled"] = compiled.training_step
 
     # 1. steady-state steps on the same prepared batches
     fixed = [torch.bernoulli(train[(i * bs) % (train.shape[0] - bs):][:bs])
@@ -151,30 +209,44 @@ def main(argv=None):
         "plain": lambda: plain_epoch(plain, plain_opt, train, bs, generator),
         "plain_fused_adam": lambda: plain_epoch(fused, fused_opt, train, bs, generator),
     }
-    epoch_times = {name: [] for name in epoch_loops}
-    for _ in range(args.epochs):
-        for name, run_epoch in epoch_loops.items():
-            start = time.perf_counter()
-            run_epoch()
-            epoch_times[name].append(time.perf_counter() - start)
+    if compiled is not None:
+        for x in compiled.batches.epoch():  # the last, smaller batch compiles once too
+            pass
+        compiled.training_step(x)
+        epoch_loops["project_compiled"] = compiled.train_epoch
+    with tempfile.TemporaryDirectory() as out_dir:
+        pythae_epoch = pythae_epoch_runner(train, bs, 1e-3, out_dir)
+        if pythae_epoch is not None:
+            pythae_epoch()  # warm-up
+            epoch_loops["pythae"] = pythae_epoch
+        epoch_times = {name: [] for name in epoch_loops}
+        for _ in range(args.epochs):
+            for name, run_epoch in epoch_loops.items():
+                start = time.perf_counter()
+                run_epoch()
+                epoch_times[name].append(time.perf_counter() - start)
     epochs = {k: train.shape[0] / statistics.median(v) for k, v in epoch_times.items()}
 
     results = {"data": args.data, "batch_size": bs, "threads": torch.get_num_threads(),
                "torch": torch.__version__, "pyro": pyro.__version__}
     print(f"data {args.data}, batch {bs}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, pyro {pyro.__version__}")
-    print("images/s          project   plain PyTorch (default Adam)   plain PyTorch (fused Adam)")
     for label, measured, how in (("steps", steps, f"median of {args.blocks - 1} blocks of "
                                                    f"{args.steps} steps"),
                                  ("epochs", epochs, f"median of {args.epochs}, data path included")):
         if not measured:
             continue
-        ratios = {"ratio_vs_plain": measured["project"] / measured["plain"],
-                  "ratio_vs_plain_fused_adam": measured["project"] / measured["plain_fused_adam"]}
-        results[label] = {"images_per_second": measured, **ratios}
-        print(f"{label:<8} {measured['project']:>15,.0f} {measured['plain']:>18,.0f} "
-              f"(ratio {ratios['ratio_vs_plain']:.3f}) {measured['plain_fused_adam']:>14,.0f} "
-              f"(ratio {ratios['ratio_vs_plain_fused_adam']:.3f})   [{how}]")
+        ratios = {}
+        for mine in ("project", "project_compiled"):
+            for other in ("plain", "plain_fused_adam", "pythae"):
+                if mine in measured and other in measured:
+                    ratios[f"{mine}_vs_{other}"] = measured[mine] / measured[other]
+        results[label] = {"images_per_second": measured, "ratios": ratios}
+        print(f"{label} ({how}), images/s:")
+        for name, value in measured.items():
+            print(f"  {name:<18} {value:>10,.0f}")
+        for name, value in ratios.items():
+            print(f"  ratio {name:<36} {value:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results

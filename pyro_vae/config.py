@@ -215,6 +215,9 @@ class TrainConfig:
         epochs (0: no early stopping); ``best.pt`` always holds the best epoch.
     :ivar float max_minutes: stop after the epoch that would make the next one end past
         this wall time (0: no limit).
+    :ivar bool compile: compile the encoder and decoder networks with ``torch.compile``
+        for training (the first steps then take a minute longer; validation and test
+        evaluation run uncompiled). Needs a C++ compiler on the CPU.
     """
 
     epochs: int = 300
@@ -231,6 +234,7 @@ class TrainConfig:
     clip_norm: float = 0.0
     patience: int = 0
     max_minutes: float = 0.0
+    compile: bool = False
 
 
 @dataclass

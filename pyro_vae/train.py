@@ -39,6 +39,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import build_vae
 from .data import EpochBatches, load_dataset, prepare_eval_splits
 from .errors import ConfigError, TrainingDiverged
+from .nets import MLP, ConvDecoder, ConvEncoder
 from .objectives import ELBO, FreeBitsELBO, IWAEObjective, ScaleLatents, make_objective
 from .runs import (evaluate_run, read_metrics, resolve_device, save_result, update_eval_json,
                    write_figures, write_json)
@@ -309,6 +310,8 @@ class Run:
         self.vae = build_vae(cfg.model, self.data.event_shape, self.data.image_shape).to(
             self.device)
         check_compatible(self.vae.likelihood, self.data, cfg.data.binarization)
+        if cfg.train.compile:
+            compile_networks(self.vae)
         self.validation, self.test = prepare_eval_splits(self.data, cfg.data.binarization)
         batches = EpochBatches(self.data.train.to(self.device), cfg.train.batch_size,
                                cfg.data.binarization, seed=cfg.train.seed)
@@ -362,9 +365,10 @@ class Run:
     def validation_elbo(self):
         """Mean single-sample ELBO of the validation set (seeded), nats per datapoint."""
         self.vae.eval()
-        values = evaluate.elbo(self.vae.model, self.vae.guide, self.validation,
-                               10 * self.config.eval.batch_size, seed=self.config.eval.seed,
-                               device=self.device)
+        with eager():
+            values = evaluate.elbo(self.vae.model, self.vae.guide, self.validation,
+                                   10 * self.config.eval.batch_size, seed=self.config.eval.seed,
+                                   device=self.device)
         self.vae.train()
         return float(values.mean())
 
@@ -453,8 +457,9 @@ class Run:
             state = load_checkpoint(self.best_path, map_location=self.device)
             self.vae.load_state_dict(state["model"])
             evaluated_epoch = int(state["epoch"])
-        summary, result = evaluate_run(self.vae, self.test, self.config, self.device,
-                                       progress=not self.quiet)
+        with eager():
+            summary, result = evaluate_run(self.vae, self.test, self.config, self.device,
+                                           progress=not self.quiet)
         save_result(self.run_dir, result)
         summary.update(run=str(self.run_dir), epochs=self.trainer.epoch, steps=self.trainer.step,
                        evaluated_epoch=evaluated_epoch, stopped=self.stop_reason,
@@ -463,9 +468,28 @@ class Run:
         if metrics:
             summary["validation_elbo"] = metrics[-1]["validation_elbo"]
         update_eval_json(self.run_dir, summary)
-        write_figures(self.vae, self.test, self.data.image_shape, self.run_dir, metrics,
-                      seed=self.config.train.seed)
+        with eager():
+            write_figures(self.vae, self.test, self.data.image_shape, self.run_dir, metrics,
+                          seed=self.config.train.seed)
         return summary
+
+
+def compile_networks(module):
+    """Compile every encoder/decoder network inside ``module`` in place with
+    ``torch.compile`` (``nn.Module.compile``: parameter names and checkpoints unchanged).
+
+    :returns: the number of networks compiled.
+    """
+    if isinstance(module, (MLP, ConvEncoder, ConvDecoder)):
+        module.compile()
+        return 1
+    return sum(compile_networks(child) for child in module.children())
+
+
+def eager():
+    """Run compiled networks eagerly inside the block (evaluation: other shapes than the
+    training batches, which would each trigger a compilation)."""
+    return torch.compiler.set_stance("force_eager")
 
 
 @contextmanager

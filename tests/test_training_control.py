@@ -354,3 +354,25 @@ def test_trainer_skips_the_param_store_and_svi_still_uses_it():
     svi = pyro.infer.SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
     svi.step(X)
     assert len(pyro.get_param_store()) == len(list(vae.parameters()))
+
+
+@pytest.mark.skipif(not __import__("shutil").which("g++"), reason="torch.compile needs a C++ compiler")
+def test_compiled_networks_train_like_eager_ones(tmp_path):
+    from pyro_vae.train import compile_networks
+
+    eager_vae, compiled_vae = small_vae(), small_vae()
+    assert compile_networks(compiled_vae) == 2  # the encoder and the decoder
+    for vae in (eager_vae, compiled_vae):
+        pyro.set_rng_seed(0)
+        loss = Trace_ELBO().differentiable_loss(vae.model, vae.guide, X)
+        loss.backward()
+        vae.loss = float(loss)
+    assert compiled_vae.loss == pytest.approx(eager_vae.loss, rel=1e-5)
+    for a, b in zip(eager_vae.parameters(), compiled_vae.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5)
+    # names and checkpoints are unchanged
+    assert set(compiled_vae.state_dict()) == set(eager_vae.state_dict())
+    run = Run(tiny_config(epochs=1, compile=True), prepare_run_folder(tmp_path / "r"), "cpu",
+              quiet=True)
+    run.fit()
+    assert run.finish()["test_log_likelihood"] < 0
