@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyro_vae.config import ModelConfig, build_vae  # noqa: E402
 from pyro_vae.data import EpochBatches, load_dataset  # noqa: E402
+from pyro_vae.objectives import IWAEObjective  # noqa: E402
 from pyro_vae.train import Trainer, compile_networks  # noqa: E402
 
 LOG_2PI = 1.8378770664093453
@@ -161,6 +162,9 @@ def main(argv=None):
     parser.add_argument("--train-size", type=int, default=None,
                         help="use only the first N training images for the epoch measurement")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--particles", type=int, nargs="*", default=[5],
+                        help="k of the IWAE objective whose step cost is compared with one "
+                             "particle's (empty: skip)")
     parser.add_argument("--no-compile", action="store_true",
                         help="leave out the project's trainer with torch.compile'd networks")
     args = parser.parse_args(argv)
@@ -201,6 +205,25 @@ def main(argv=None):
                 times[name].append(time.perf_counter() - start)
     steps = {k: args.steps * bs / statistics.median(v) for k, v in times.items()} \
         if args.blocks > 1 else None
+
+    # 1b. vectorized k-particle objectives: cost of a step relative to one particle
+    particle_costs = {}
+    if args.blocks > 1 and args.particles:
+        step_seconds = {}
+        for k in [1, *args.particles]:
+            vae_k = build_vae(ModelConfig(latent_dim=50, hidden=[400], activation="softplus"),
+                              (x_dim,))
+            trainer_k = Trainer(vae_k, EpochBatches(train, bs, "dynamic", seed=0), lr=1e-3,
+                                loss=IWAEObjective(k) if k > 1 else None)
+            block_times = []
+            for block in range(args.blocks):
+                start = time.perf_counter()
+                for x in fixed:
+                    trainer_k.training_step(x)
+                if block > 0:
+                    block_times.append(time.perf_counter() - start)
+            step_seconds[k] = statistics.median(block_times) / args.steps
+        particle_costs = {k: step_seconds[k] / step_seconds[1] for k in args.particles}
 
     # 2. whole epochs, data path included
     generator = torch.Generator().manual_seed(0)
@@ -247,6 +270,11 @@ def main(argv=None):
             print(f"  {name:<18} {value:>10,.0f}")
         for name, value in ratios.items():
             print(f"  ratio {name:<36} {value:.3f}")
+    if particle_costs:
+        results["iwae_step_cost_vs_one_particle"] = particle_costs
+        for k, cost in particle_costs.items():
+            print(f"IWAE objective with k = {k}: a step costs {cost:.2f} x a one-particle step "
+                  f"(at most {k} x expected)")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return results

@@ -21,13 +21,15 @@ def test_benchmark_training_smoke(tmp_path):
     bench = load_script("benchmark_training")
     out = tmp_path / "bench.json"
     results = bench.main(["--data", "digits", "--blocks", "2", "--steps", "2", "--epochs", "1",
-                          "--train-size", "600", "--json", str(out), "--no-compile"])
+                          "--train-size", "600", "--json", str(out), "--no-compile",
+                          "--particles", "3"])
     assert out.exists()
     for label in ("steps", "epochs"):
         ips = results[label]["images_per_second"]
         assert {"project", "plain", "plain_fused_adam"} <= set(ips)
         assert all(v > 0 for v in ips.values())
         assert results[label]["ratios"]["project_vs_plain"] > 0
+    assert results["iwae_step_cost_vs_one_particle"][3] > 0
 
 
 def test_plain_loss_is_the_same_estimator_as_trace_elbo():
