@@ -22,6 +22,7 @@ from torch import nn
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
+from .distributions import ReparameterizedNormal
 from .nets import flatten_event, make_encoder
 
 #: Smallest standard deviation a Gaussian guide may output, for numerical stability.
@@ -86,7 +87,7 @@ class DiagonalNormalGuide(nn.Module):
         scale = F.softplus(raw_scale) + MIN_SCALE
         if prior is not None:
             loc, scale = precision_weighted(loc, scale, prior)
-        return dist.Normal(loc, scale).to_event(1)
+        return ReparameterizedNormal(loc, scale).to_event(1)
 
     def posterior(self, h, params, prior=None):
         """q(z | .) from the encoder's features ``h`` and output ``params`` (as returned by

@@ -21,6 +21,8 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 from pyro.distributions.torch_distribution import TorchDistribution
 
+from .distributions import StandardNormal
+
 
 class StandardNormalPrior(nn.Module):
     """The isotropic standard normal prior :math:`p(z) = \\mathcal{N}(z; 0, I)`.
@@ -54,7 +56,7 @@ class StandardNormalPrior(nn.Module):
     def forward(self, batch_size):
         """Return :math:`\\mathcal{N}(0, I)` with batch shape ``(batch_size,)``, event ``(D,)``."""
         shape = (int(batch_size), self.latent_dim)
-        return dist.Normal(self.loc.expand(shape), self.scale.expand(shape)).to_event(1)
+        return StandardNormal(self.loc.expand(shape), self.scale.expand(shape)).to_event(1)
 
 
 class MixtureOfGaussiansPrior(nn.Module):

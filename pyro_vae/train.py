@@ -157,6 +157,8 @@ class Trainer:
         self.epoch_loss = 0.0
         self.epoch_count = 0
         self.stop_requested = False
+        self._found_inf = None
+        self._lr_set = self.lr
 
     def kl_weight(self, step=None):
         """The KL weight at ``step`` (default: the next step): ``beta * min(1, (step + 1) /
@@ -207,23 +209,43 @@ class Trainer:
                                    step=self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        grads = [p.grad for p in self.parameters if p.grad is not None]
         if self.clip_norm > 0:
-            norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
-        else:
-            norm = torch.nn.utils.get_total_norm(grads)
-        if not math.isfinite(norm.item()):
+            torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
+        if self._non_finite_gradient():
             bad = [name for name, p in self.vae.named_parameters()
                    if p.grad is not None and not torch.isfinite(p.grad).all()]
-            raise TrainingDiverged(f"the gradient became {norm.item()} {where} (non-finite in "
+            raise TrainingDiverged(f"the gradient became non-finite (NaN or inf) {where} (in "
                                    f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})",
                                    epoch=self.epoch + 1, step=self.step + 1)
         lr = self.learning_rate()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        if lr != self._lr_set:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self._lr_set = lr
         self.optimizer.step()
         self.step += 1
         return value
+
+    def _non_finite_gradient(self):
+        """Whether any gradient holds a NaN or an infinity: one fused pass over all
+        gradients (the kernel mixed-precision training uses), instead of a global norm."""
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        if not grads:
+            return False
+        if self._found_inf is None or self._found_inf.device != grads[0].device:
+            self._found_inf = torch.zeros(1, device=grads[0].device)
+            self._unit_scale = torch.ones(1, device=grads[0].device)
+        self._found_inf.zero_()
+        by_dtype = {}
+        for g in grads:
+            by_dtype.setdefault(g.dtype, []).append(g)
+        try:
+            for group in by_dtype.values():
+                torch._amp_foreach_non_finite_check_and_unscale_(group, self._found_inf,
+                                                                 self._unit_scale)
+        except (AttributeError, RuntimeError, NotImplementedError):  # no such kernel here
+            return not math.isfinite(torch.nn.utils.get_total_norm(grads).item())
+        return bool(self._found_inf.item())
 
     def train_epoch(self, progress=None):
         """One pass over the training batches (or the rest of one, after a resume inside
@@ -269,6 +291,7 @@ class Trainer:
         self.vae.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self._lr_set = None
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
         self.epoch_loss = float(state.get("epoch_loss", 0.0))
         self.epoch_count = int(state.get("epoch_count", 0))
