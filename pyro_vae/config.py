@@ -200,7 +200,8 @@ class TrainConfig:
     :ivar float lr: Adam's learning rate.
     :ivar int seed: seeds Pyro/torch/numpy/python RNGs and the data order.
     :ivar str objective: ``elbo`` (Pyro's Trace_ELBO), ``mean_field`` (TraceMeanField_ELBO,
-        analytic KL), ``iwae`` (importance-weighted bound with ``num_particles``) or
+        analytic KL), ``iwae`` (importance-weighted bound with ``num_particles``),
+        ``iwae_dreg`` (the same with the doubly-reparameterized guide gradient) or
         ``free_bits`` (see :mod:`pyro_vae.objectives`).
     :ivar int num_particles: particles per datapoint of the objective (vectorized).
     :ivar float beta: weight of the KL term (beta-VAE; Higgins et al. 2017).
@@ -311,7 +312,7 @@ class Config:
                 raise ConfigError(f"{where}: train.{key} must be at least 0, got {getattr(t, key)}")
         if t.num_particles < 1:
             raise ConfigError(f"{where}: train.num_particles must be at least 1, got {t.num_particles}")
-        objectives = ("elbo", "mean_field", "iwae", "free_bits")
+        objectives = ("elbo", "mean_field", "iwae", "iwae_dreg", "free_bits")
         if t.objective not in objectives:
             raise ConfigError(f"{where}: unknown train.objective {t.objective!r}; choose one of "
                               f"{list(objectives)}")

@@ -12,6 +12,8 @@ applied, as Pyro's DMM example does with ``poutine.scale``.
   ``num_particles`` vectorized particles.
 - :class:`IWAEObjective`: the importance-weighted bound with k particles (Burda et al. 2016,
   arXiv:1509.00519), computed per datapoint from the traces (see below).
+- :class:`DReGIWAEObjective`: the same bound with the doubly-reparameterized gradient for
+  the guide (Tucker et al. 2018, arXiv:1810.04152).
 - :class:`FreeBitsELBO`: the ELBO whose KL term is floored per latent dimension at
   ``free_bits`` nats, averaged over the batch (Kingma et al. 2016, arXiv:1606.04934, App. C).
 
@@ -33,10 +35,11 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from .evaluate import _factorized_base, _is_sample, log_weight_parts, particle_traces
+from .evaluate import (_factorized_base, _is_sample, _per_datapoint, log_weight_parts,
+                       particle_traces)
 
 #: Objective names a recipe may choose (``train.objective``).
-OBJECTIVES = ("elbo", "mean_field", "iwae", "free_bits")
+OBJECTIVES = ("elbo", "mean_field", "iwae", "iwae_dreg", "free_bits")
 
 
 class ScaleLatents(Messenger):
@@ -107,6 +110,48 @@ class IWAEObjective:
         log_w = log_lik + kl_weight * (log_prior - log_q)
         bound = torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
         return -bound.sum()
+
+
+class DReGIWAEObjective(IWAEObjective):
+    """The IWAE bound with the doubly-reparameterized gradient estimator for the guide
+    (Tucker et al. 2018, arXiv:1810.04152): the guide's parameters get
+    :math:`\sum_i \tilde w_i^2 \, \partial \log w_i / \partial z_i \, \partial z_i / \partial \phi`
+    (normalized weights squared, the score term dropped, which has zero mean), whose variance
+    does not grow with k as the plain IWAE gradient's signal-to-noise ratio does (Rainforth
+    et al. 2018, arXiv:1802.04537); the model's parameters get the plain IWAE gradient. The
+    loss value is the same negative IWAE bound.
+
+    Works for guides with one latent site whose distribution is a diagonal Gaussian
+    (``Independent(Normal)``), the case the estimator is derived for.
+
+    :raises ValueError: (when called) for other guides.
+    """
+
+    def differentiable_loss(self, model, guide, x, kl_weight=1.0):
+        """Surrogate whose gradient is DReG's; its value is the negative IWAE bound, nats."""
+        k = self.num_particles
+        model_trace, guide_trace, nesting = particle_traces(model, guide, x, k,
+                                                            self.max_plate_nesting)
+        latents = [(n, s) for n, s in guide_trace.nodes.items()
+                   if _is_sample(s) and not s["is_observed"]]
+        base = _factorized_base(latents[0][1]["fn"]) if len(latents) == 1 else None
+        if not isinstance(base, torch.distributions.Normal):
+            raise ValueError("the DReG estimator here needs a guide with one latent site whose "
+                             "distribution is a diagonal Gaussian; use objective = 'iwae'")
+        name, site = latents[0]
+        z = site["value"]
+        log_q = torch.distributions.Normal(base.loc.detach(), base.scale.detach()).log_prob(z)
+        log_q = log_q.sum(-1).reshape(k, x.shape[0])
+        args = ("data", k, x.shape[0], nesting)
+        log_lik = _per_datapoint(model_trace, "model", *args, include="observed")
+        log_prior = _per_datapoint(model_trace, "model", *args, include="latent")
+        log_w = log_lik + kl_weight * (log_prior - log_q)
+        weights = torch.softmax(log_w.detach(), dim=0)
+        if z.requires_grad:  # the guide's parameters see the weights squared
+            z.register_hook(lambda g: g * weights.reshape(weights.shape + (1,) * (g.dim() - 2)))
+        bound = torch.logsumexp(log_w.detach(), 0) - math.log(k)
+        surrogate = (weights * log_w).sum(0)
+        return -(bound + surrogate - surrogate.detach()).sum()
 
 
 class FreeBitsELBO:
@@ -185,6 +230,8 @@ def make_objective(name="elbo", num_particles=1, free_bits=0.0):
         return ELBO(num_particles, mean_field=True)
     if name == "iwae":
         return IWAEObjective(num_particles)
+    if name == "iwae_dreg":
+        return DReGIWAEObjective(num_particles)
     if name == "free_bits":
         return FreeBitsELBO(free_bits, num_particles)
     raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVES)}")

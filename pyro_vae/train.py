@@ -185,7 +185,7 @@ class Trainer:
         return nullcontext()
 
     def _loss(self, x, kl_weight):
-        if isinstance(self.loss, (ELBO, IWAEObjective, FreeBitsELBO)):
+        if isinstance(self.loss, (ELBO, IWAEObjective, FreeBitsELBO)):  # DReG is an IWAE
             return self.loss.differentiable_loss(self.vae.model, self.vae.guide, x,
                                                  kl_weight=kl_weight)
         model, guide = self.vae.model, self.vae.guide

@@ -111,6 +111,7 @@ def test_free_bits_floor_each_dimension_in_the_loss():
 
 
 @pytest.mark.parametrize("objective,extra", [("elbo", {}), ("mean_field", {}),
+                                             ("iwae_dreg", {"num_particles": 4}),
                                              ("iwae", {"num_particles": 4}),
                                              ("free_bits", {"free_bits": 0.1})])
 def test_each_objective_improves_the_elbo_on_digits(objective, extra, tmp_path):
@@ -376,3 +377,35 @@ def test_compiled_networks_train_like_eager_ones(tmp_path):
               quiet=True)
     run.fit()
     assert run.finish()["test_log_likelihood"] < 0
+
+
+def test_dreg_gradient_is_the_weights_squared_for_the_guide():
+    from pyro_vae.objectives import DReGIWAEObjective
+
+    vae, k = small_vae(), 6
+    pyro.set_rng_seed(4)
+    loss = DReGIWAEObjective(k).differentiable_loss(vae.model, vae.guide, X)
+    pyro.set_rng_seed(4)
+    iwae = IWAEObjective(k).differentiable_loss(vae.model, vae.guide, X)
+    assert torch.allclose(loss, iwae, atol=1e-4)  # the same bound
+    guide_params = list(vae.posterior.parameters())
+    model_params = list(vae.likelihood.parameters())
+    g_dreg = torch.autograd.grad(loss, guide_params + model_params)
+    # by hand: log w with the guide's density at stopped parameters, weights squared for
+    # the guide (through z), plain weights for the model
+    pyro.set_rng_seed(4)
+    from pyro_vae.evaluate import particle_traces
+    mt, gt, _ = particle_traces(vae.model, vae.guide, X, k, 1)
+    q = gt.nodes["z"]["fn"].base_dist
+    z = gt.nodes["z"]["value"]
+    log_q = torch.distributions.Normal(q.loc.detach(), q.scale.detach()).log_prob(z).sum(-1)
+    log_p = mt.nodes["x"]["fn"].log_prob(X) + mt.nodes["z"]["fn"].log_prob(z)
+    log_w = log_p - log_q
+    w = torch.softmax(log_w.detach(), 0)
+    g_guide = torch.autograd.grad(-(w ** 2 * log_w).sum(), guide_params, retain_graph=True)
+    g_model = torch.autograd.grad(-(w * log_w).sum(), model_params)
+    for a, b in zip(g_dreg, list(g_guide) + list(g_model)):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="diagonal Gaussian"):
+        flow = build_vae(ModelConfig(latent_dim=4, hidden=[16], guide="iaf"), (10,))
+        DReGIWAEObjective(2).differentiable_loss(flow.model, flow.guide, X)
