@@ -320,6 +320,12 @@ class Config:
             raise ConfigError(f"{where}: train.free_bits = {t.free_bits} goes with "
                               "train.objective = 'free_bits' and a positive number of nats "
                               "(e.g. 0.25); set both or neither")
+        if t.objective == "mean_field" and self.model.hierarchical and \
+                self.model.inference == "bottom_up" and len(self.model.latent_sizes()) > 1:
+            raise ConfigError(f"{where}: train.objective = 'mean_field' takes the analytic KL of "
+                              "each latent given its sampled parents, which is wrong when the "
+                              "guide samples z1 before z2 (bottom-up inference); use objective "
+                              "'elbo', or model.inference = 'ladder'")
         schedules = ("constant", "cosine", "exponential")
         if t.lr_schedule not in schedules:
             raise ConfigError(f"{where}: unknown train.lr_schedule {t.lr_schedule!r}; choose one "

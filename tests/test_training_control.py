@@ -409,3 +409,19 @@ def test_dreg_gradient_is_the_weights_squared_for_the_guide():
     with pytest.raises(ValueError, match="diagonal Gaussian"):
         flow = build_vae(ModelConfig(latent_dim=4, hidden=[16], guide="iaf"), (10,))
         DReGIWAEObjective(2).differentiable_loss(flow.model, flow.guide, X)
+
+
+@pytest.mark.parametrize("objective,extra", [("iwae", {"num_particles": 3}),
+                                             ("free_bits", {"free_bits": 0.05}),
+                                             ("mean_field", {})])
+def test_objectives_train_a_ladder_hierarchy(objective, extra, tmp_path):
+    cfg = C.apply_overrides(tiny_config(epochs=2, objective=objective, **extra),
+                            {"model.latent_dim": [6, 3], "model.inference": "ladder"})
+    run = Run(cfg, prepare_run_folder(tmp_path / "r"), "cpu", quiet=True)
+    before = run.validation_elbo()
+    assert run.fit()[-1]["validation_elbo"] > before
+
+
+def test_mean_field_with_bottom_up_hierarchy_is_refused():
+    with pytest.raises(ConfigError, match="wrong when the guide samples z1 before z2"):
+        C.apply_overrides(tiny_config(objective="mean_field"), {"model.latent_dim": [6, 3]})
