@@ -75,15 +75,24 @@ def prepare_run_folder(out, overwrite=False):
 
 
 def read_metrics(run_dir):
-    """The per-epoch records of ``run_dir/metrics.jsonl`` (a list of dicts)."""
+    """The per-epoch records of ``run_dir/metrics.jsonl`` (a list of dicts). A last line
+    cut short (the process killed while appending it) is left out."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return records
 
 
 def write_json(path, obj):
+    """Write ``obj`` as indented JSON to ``path`` atomically (temporary file, then rename)."""
     tmp = Path(str(path) + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     tmp.replace(path)

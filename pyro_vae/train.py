@@ -452,9 +452,11 @@ class Run:
                               "lr": trainer.learning_rate(trainer.step - 1),
                               "seconds": seconds, "images_per_second": n_train / seconds}
                     self.elapsed = time.perf_counter() - started
-                    self.save(best=is_best)
+                    # the metrics line first, then the checkpoint: killed in between, the
+                    # resumed run drops the line of the epoch the checkpoint does not hold
                     with open(self.run_dir / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(record) + "\n")
+                    self.save(best=is_best)
                     records.append(record)
                     if t.max_minutes and trainer.epoch < epochs and \
                             self.elapsed + seconds > 60 * t.max_minutes:
