@@ -1,4 +1,5 @@
-"""The ``pyro-vae`` command line: ``train``, ``evaluate``, ``compare``, ``sample``, ``recipes``.
+"""The ``pyro-vae`` command line: ``train``, ``evaluate``, ``compare``, ``sample``, ``export``,
+``recipes``.
 
 Every command is a function of ``argv`` (:func:`main`), so it can be run in-process.
 Errors caused by bad input print one message that says what was wrong and what to do,
@@ -93,6 +94,20 @@ def build_parser():
                    help="hierarchical VAEs: one panel per layer, each row with that layer "
                         "fixed and the layers below resampled (-n is then rows x 8 columns)")
     _add_device(s)
+
+    e = sub.add_parser("export", help="latent posterior draws of test images as ArviZ netCDF",
+                       description="Write guide draws, importance-resampled posterior draws and "
+                                   "per-image log-likelihood estimates of the first test images "
+                                   "as an ArviZ InferenceData netCDF file "
+                                   "(arviz.from_netcdf opens it).")
+    e.add_argument("run", help="run folder")
+    e.add_argument("-o", "--output", help="netCDF file (default: RUN/latents.nc)")
+    e.add_argument("--num-images", type=int, default=1000, help="first test images to export")
+    e.add_argument("--num-samples", type=int, default=100, help="draws kept per image")
+    e.add_argument("--k", type=int, default=1000, help="guide draws behind the resampling")
+    e.add_argument("--seed", type=int, default=0, help="random seed")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    _add_device(e)
 
     sub.add_parser("recipes", help="list the recipes found in models/",
                    description="List the recipe names found in ./models and the source tree.")
@@ -321,6 +336,46 @@ def cmd_sample(args):
     return 0
 
 
+def cmd_export(args):
+    """``pyro-vae export RUN -o latents.nc``: ArviZ InferenceData of test-image latents."""
+    import os
+    import tempfile
+
+    from .data import load_dataset, prepare_eval_splits
+    from .export import to_inference_data
+    from .runs import load_run, resolve_device
+
+    if args.num_images < 1:
+        raise ConfigError(f"--num-images must be at least 1, got {args.num_images}")
+    device = resolve_device(args.device)
+    vae, config, _ = load_run(args.run, device)
+    out = Path(args.output) if args.output else Path(args.run) / "latents.nc"
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it or choose another -o")
+    if not out.parent.is_dir():
+        raise ConfigError(f"folder {out.parent} does not exist; create it or choose another -o")
+    data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
+    test = prepare_eval_splits(data, config.data.binarization)[1][:args.num_images]
+    try:
+        idata = to_inference_data(vae.model, vae.guide, test, num_samples=args.num_samples,
+                                  num_particles=args.k, seed=args.seed, device=device)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        idata.to_netcdf(tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    est = idata.estimates
+    print(f"{out}: {test.shape[0]} test images, {args.num_samples} draws each "
+          f"(resampled from k = {args.k}); mean log p(x) bound "
+          f"{float(est.log_likelihood.mean()):.3f} nats, mean ESS {float(est.ess.mean()):.1f}")
+    return 0
+
+
 def cmd_recipes(args):
     """``pyro-vae recipes``: list recipe names."""
     for name in list_recipes():
@@ -329,7 +384,7 @@ def cmd_recipes(args):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
-            "sample": cmd_sample, "recipes": cmd_recipes}
+            "sample": cmd_sample, "export": cmd_export, "recipes": cmd_recipes}
 
 
 def main(argv=None):
