@@ -54,7 +54,7 @@ def test_iwae_objective_is_the_per_datapoint_bound():
         renyi = RenyiELBO(alpha=0, num_particles=k, vectorize_particles=True,
                           max_plate_nesting=1).loss(vae.model, vae.guide, X)
         assert torch.allclose(ours, expected)
-        assert float(ours) == pytest.approx(renyi, rel=1e-6)
+        assert ours.item() == pytest.approx(renyi, rel=1e-6)
     pyro.set_rng_seed(3)
     one = IWAEObjective(1).differentiable_loss(vae.model, vae.guide, X)
     pyro.set_rng_seed(3)
