@@ -1,4 +1,6 @@
-"""Figures: image grids of samples and reconstructions, and training curves.
+"""Figures: image grids of samples and reconstructions, latent traversals and
+interpolations, training curves, KL per dimension, and the log-likelihood bound's
+behaviour (against k, k-hat) and model comparisons.
 
 Every function takes ``ax=None`` (a new figure when omitted), draws, and returns the axes;
 the caller decides where files go (:func:`save_figure`). The matplotlib backend is left to
@@ -118,6 +120,163 @@ def plot_curves(metrics, ax=None, keys=("train_elbo", "validation_elbo")):
     ax.set_ylabel("ELBO (nats per datapoint)")
     ax.grid(alpha=0.3)
     ax.legend()
+    return ax
+
+
+# --------------------------------------------------------------------------------------
+# Latent space
+
+
+def latent_point(vae, x):
+    """The point estimate of the latent next to the data for a batch ``x``: the guide's
+    mean of ``z`` (flat VAE) or of ``z1`` (hierarchical, given the point estimates above
+    it), shape ``(B, D)``."""
+    from .vae import point_estimate
+
+    if hasattr(vae, "encode"):
+        return vae.encode(x)["z1"]
+    return point_estimate(vae.posterior(x))
+
+
+def plot_traversal(vae, x, image_shape, dims=None, steps=9, span=3.0, ax=None):
+    """Latent traversals: from the point estimate of one input, each row sets one latent
+    dimension to values evenly spaced in ``[-span, span]`` (prior standard deviations for
+    a standard-normal prior) and decodes (the likelihood's mean).
+
+    :param torch.Tensor x: one datapoint, ``(D_x,)`` or ``(1, D_x)``.
+    :param dims: latent dimensions to traverse (default: the first 8).
+    :returns: the axes.
+    """
+    x = x.reshape(1, -1) if x.dim() == 1 else x[:1]
+    with torch.no_grad():
+        z = latent_point(vae, x)[0]
+        dims = list(range(min(8, z.shape[-1]))) if dims is None else list(dims)
+        values = torch.linspace(-span, span, steps, device=z.device)
+        grid = z.repeat(len(dims) * steps, 1)
+        for row, d in enumerate(dims):
+            grid[row * steps:(row + 1) * steps, d] = values
+        images = vae.likelihood(grid).mean
+    return plot_images(images, image_shape, nrow=steps, ax=ax,
+                       title=f"traversals: rows are latent dims {dims}, from {-span} to {span}")
+
+
+def plot_interpolation(vae, x_a, x_b, image_shape, steps=10, ax=None):
+    """Decoded linear interpolations between the latent point estimates of pairs of inputs.
+
+    :param torch.Tensor x_a: ``(P, D_x)`` first inputs; ``x_b`` the second, same shape.
+    :returns: the axes (one row per pair, the inputs' reconstructions at the ends).
+    :raises ValueError: for inputs of different shapes.
+    """
+    if x_a.shape != x_b.shape:
+        raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and "
+                         f"{tuple(x_b.shape)}")
+    with torch.no_grad():
+        z_a, z_b = latent_point(vae, x_a), latent_point(vae, x_b)
+        t = torch.linspace(0, 1, steps, device=z_a.device).reshape(1, steps, 1)
+        z = (1 - t) * z_a.unsqueeze(1) + t * z_b.unsqueeze(1)  # (P, steps, D)
+        images = vae.likelihood(z.reshape(-1, z.shape[-1])).mean
+    return plot_images(images, image_shape, nrow=steps, ax=ax,
+                       title="interpolations in latent space (one pair per row)")
+
+
+def plot_kl_per_dim(report, ax=None):
+    """KL(q || p) of each latent dimension, sorted, per site, from a
+    :class:`~pyro_vae.evaluate.LatentReport`, with the number of active units: a picture
+    of posterior collapse.
+
+    :returns: the axes.
+    """
+    ax = _axes(ax, (6, 3.5))
+    for site, kl in report.kl_per_dim.items():
+        if kl is None:
+            continue
+        values = torch.as_tensor(kl).sort(descending=True).values.cpu()
+        ax.plot(range(1, len(values) + 1), values.numpy(), marker=".",
+                label=f"{site}: {report.active_units[site]} of {len(values)} active")
+    ax.set_xlabel("latent dimension (sorted by KL)")
+    ax.set_ylabel("KL(q || p) (nats)")
+    ax.set_yscale("symlog", linthresh=0.01)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+# --------------------------------------------------------------------------------------
+# Log-likelihood estimates
+
+
+def _as_list(results, labels):
+    results = list(results) if isinstance(results, (list, tuple)) else [results]
+    labels = list(labels) if labels is not None else [f"model {i + 1}" for i in range(len(results))]
+    if len(labels) != len(results):
+        raise ValueError(f"{len(results)} results but {len(labels)} labels")
+    return results, labels
+
+
+def plot_bound_vs_k(results, labels=None, ax=None):
+    """The importance-weighted bound against the number of particles k (log axis), mean
+    over test points with +- 2 standard errors, for one or several
+    :class:`~pyro_vae.evaluate.LogLikelihoodResult` (their ``ladder``).
+
+    :returns: the axes.
+    :raises ValueError: if the labels do not match the results.
+    """
+    results, labels = _as_list(results, labels)
+    ax = _axes(ax, (6, 4))
+    for result, label in zip(results, labels):
+        ks = sorted(int(k) for k in result.ladder)
+        means = [float(result.ladder[k].double().mean()) for k in ks]
+        ses = [float(result.ladder[k].double().std() / math.sqrt(result.ladder[k].numel()))
+               for k in ks]
+        ax.errorbar(ks, means, yerr=[2 * se for se in ses], marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("particles k")
+    ax.set_ylabel("IWAE bound on log p(x) (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def plot_khat(results, labels=None, ax=None):
+    """Distribution of the per-datapoint Pareto k-hat of the importance weights, with the
+    0.5 and 0.7 thresholds (Vehtari et al., arXiv:1507.02646).
+
+    :returns: the axes.
+    """
+    results, labels = _as_list(results, labels)
+    ax = _axes(ax, (6, 3.5))
+    for result, label in zip(results, labels):
+        khat = result.khat[~torch.isnan(result.khat)].cpu().numpy()
+        ax.hist(khat, bins=40, alpha=0.6, label=f"{label} ({100 * (khat > 0.7).mean():.0f}% > 0.7)"
+                if len(khat) else label)
+    for edge in (0.5, 0.7):
+        ax.axvline(edge, color="k", lw=0.8, ls="--")
+    ax.set_xlabel("Pareto k-hat per test point")
+    ax.set_ylabel("test points")
+    ax.legend()
+    return ax
+
+
+def plot_comparison(results, labels, baseline=0, ax=None):
+    """Paired differences in test log-likelihood against ``results[baseline]``, with error
+    bars of 2 paired standard errors (see :func:`pyro_vae.evaluate.compare`).
+
+    :returns: the axes.
+    :raises ValueError: for mismatched labels or results on different test sets.
+    """
+    from .evaluate import compare
+
+    results, labels = _as_list(results, labels)
+    ax = _axes(ax, (6, 0.6 * len(results) + 1.5))
+    rows = [(label, compare(r, results[baseline], label, labels[baseline]))
+            for i, (r, label) in enumerate(zip(results, labels)) if i != baseline]
+    y = range(len(rows))
+    ax.errorbar([c.difference for _, c in rows], list(y), xerr=[2 * c.se for _, c in rows],
+                fmt="o", capsize=4)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(list(y), [label for label, _ in rows])
+    ax.set_xlabel(f"log p(x) minus {labels[baseline]}'s, nats per test point (+- 2 SE, paired)")
+    ax.grid(alpha=0.3, axis="x")
     return ax
 
 

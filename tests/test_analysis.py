@@ -101,3 +101,17 @@ def test_compare_recipes_smoke(tmp_path):
     again = bench.main(["vae", "vae_mog", "--data", "digits", "--epochs", "1", "--k", "30",
                         "--out", str(tmp_path / "runs"), "--set", "model.hidden=[16]"])
     assert again[1]["log_likelihood"] == rows[1]["log_likelihood"]
+
+
+def test_estimate_figures_smoke(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"r{seed}"
+        assert cli.main(["train", "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(out),
+                         "--seed", str(seed), "--set", "eval.k=30"]) == 0
+        runs.append(str(out))
+    script = load_script("estimate_figures")
+    png = script.main([*runs, "--k", "30", "--out", str(tmp_path / "fig" / "est.png")])
+    assert png.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="no saved estimates for k = 99"):
+        script.main([*runs, "--k", "99", "--out", str(tmp_path / "x.png")])

@@ -1,0 +1,73 @@
+"""Figure functions draw what they say, on a tiny model, and return their axes."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from pyro_vae import plots  # noqa: E402
+from pyro_vae.config import ModelConfig, build_vae  # noqa: E402
+from pyro_vae.evaluate import latent_report, log_likelihood  # noqa: E402
+
+X = torch.bernoulli(torch.full((12, 64), 0.4), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(params=[4, [6, 3]], ids=["flat", "hierarchical"])
+def vae(request):
+    torch.manual_seed(0)
+    return build_vae(ModelConfig(latent_dim=request.param, hidden=[16]), (64,))
+
+
+def test_traversal_changes_only_the_traversed_dimension(vae, monkeypatch):
+    decoded = []
+    original = vae.likelihood.forward
+
+    def spy(z):
+        decoded.append(z.detach().clone())
+        return original(z)
+
+    monkeypatch.setattr(vae.likelihood, "forward", spy)
+    ax = plots.plot_traversal(vae, X[0], (1, 8, 8), dims=[0, 2], steps=5, span=2.0)
+    z = decoded[-1]
+    assert z.shape[0] == 10 and len(ax.images) == 1
+    base = plots.latent_point(vae, X[:1])[0]
+    assert torch.allclose(z[:5, 0], torch.linspace(-2, 2, 5))
+    assert torch.allclose(z[:5, 1:], base[1:].expand(5, -1))
+    assert torch.allclose(z[5:, 2], torch.linspace(-2, 2, 5))
+    plt.close("all")
+
+
+def test_interpolation_ends_at_the_inputs_latents(vae, monkeypatch):
+    decoded = []
+    original = vae.likelihood.forward
+    monkeypatch.setattr(vae.likelihood, "forward", lambda z: decoded.append(z) or original(z))
+    plots.plot_interpolation(vae, X[:2], X[2:4], (1, 8, 8), steps=4)
+    z = decoded[-1].reshape(2, 4, -1)
+    assert torch.allclose(z[:, 0], plots.latent_point(vae, X[:2]), atol=1e-6)
+    assert torch.allclose(z[:, -1], plots.latent_point(vae, X[2:4]), atol=1e-6)
+    with pytest.raises(ValueError, match="same shape"):
+        plots.plot_interpolation(vae, X[:2], X[:3], (1, 8, 8))
+    plt.close("all")
+
+
+def test_estimate_figures(vae):
+    a = log_likelihood(vae.model, vae.guide, X, num_particles=30, seed=0)
+    b = log_likelihood(vae.model, vae.guide, X, num_particles=30, seed=1)
+    ax = plots.plot_bound_vs_k([a, b], ["seed 0", "seed 1"])
+    assert len(ax.get_legend().get_texts()) == 2
+    line = ax.lines[0]
+    assert list(line.get_xdata()) == [1, 10, 30]
+    assert line.get_ydata()[-1] == pytest.approx(a.mean, abs=1e-6)
+    ax = plots.plot_khat(a)
+    assert ax.get_xlabel().startswith("Pareto k-hat")
+    ax = plots.plot_comparison([a, b], ["A", "B"])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["B"]
+    with pytest.raises(ValueError, match="labels"):
+        plots.plot_bound_vs_k([a, b], ["one"])
+    report = latent_report(vae.model, vae.guide, X)
+    ax = plots.plot_kl_per_dim(report)
+    assert len(ax.lines) == len(report.kl_per_dim)
+    plt.close("all")
