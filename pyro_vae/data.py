@@ -63,6 +63,9 @@ class ImageData:
     :ivar torch.Tensor test: ``(N_test, D)`` float32.
     :ivar tuple image_shape: ``(C, H, W)`` of one image, ``C*H*W == D``.
     :ivar str source: where the data came from, for the run's record.
+    :ivar train_labels: ``(N_train,)`` int64 class labels, or ``None`` when the source has
+        none (likewise ``validation_labels``, ``test_labels``); for figures and
+        evaluations by class, never used in training.
     """
 
     name: str
@@ -71,6 +74,9 @@ class ImageData:
     test: torch.Tensor
     image_shape: tuple
     source: str
+    train_labels: torch.Tensor = None
+    validation_labels: torch.Tensor = None
+    test_labels: torch.Tensor = None
 
     @property
     def event_shape(self):
@@ -139,11 +145,12 @@ def load_digits():
     """
     from sklearn.datasets import load_digits as _sk_load_digits
 
-    images = torch.from_numpy(_sk_load_digits().images.astype(np.float32) / 16.0).reshape(-1, 64)
+    bunch = _sk_load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).reshape(-1, 64)
     perm = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(0))
-    images = images[perm]
+    images, labels = images[perm], torch.from_numpy(bunch.target.astype(np.int64))[perm]
     return ImageData("digits", images[:1200], images[1200:1500], images[1500:], (1, 8, 8),
-                     "scikit-learn load_digits")
+                     "scikit-learn load_digits", labels[:1200], labels[1200:1500], labels[1500:])
 
 
 # --------------------------------------------------------------------------------------
@@ -185,6 +192,38 @@ def read_idx_images(path):
                         f"the file has {len(raw)}; it is truncated or corrupt. "
                         "Delete it and fetch it again")
     return np.frombuffer(raw, dtype=np.uint8, offset=16).reshape(n, rows, cols)
+
+
+_IDX_LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension
+
+
+def read_idx_labels(path):
+    """Read an IDX label file (``.gz`` or raw) into an int64 tensor of shape ``(N,)``.
+
+    Format: magic number ``0x00000801``, one 4-byte big-endian size, then ``N`` bytes.
+
+    :raises DataError: if the file cannot be read, has a wrong magic number or a length
+        that disagrees with its header.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt") from None
+    if len(raw) < 8:
+        raise DataError(f"{path}: only {len(raw)} bytes, too short for an IDX label header")
+    magic, n = (int.from_bytes(raw[i:i + 4], "big") for i in (0, 4))
+    if magic != _IDX_LABELS_MAGIC:
+        raise DataError(f"{path}: magic number 0x{magic:08x}, expected 0x{_IDX_LABELS_MAGIC:08x} "
+                        "(IDX labels); this is not an IDX label file")
+    if len(raw) != 8 + n:
+        raise DataError(f"{path}: header promises {n} labels, the file has {len(raw) - 8}; it is "
+                        "truncated or corrupt")
+    return torch.from_numpy(np.frombuffer(raw, dtype=np.uint8, offset=8).astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -298,8 +337,19 @@ def load_idx_dataset(name, data_dir=None, download=False):
     h, w = train.shape[1:]
     train_t = _as_unit_float(train, name).reshape(train.shape[0], -1)
     test_t = _as_unit_float(test, name).reshape(test.shape[0], -1)
+    # labels when their files lie beside the images (they are optional)
+    train_labels = _find_idx(train_path.parent, "train-labels-idx1-ubyte")
+    test_labels = _find_idx(test_path.parent, "t10k-labels-idx1-ubyte")
+    labels = (None, None, None)
+    if train_labels is not None and test_labels is not None:
+        train_y, test_y = read_idx_labels(train_labels), read_idx_labels(test_labels)
+        if train_y.shape[0] != train.shape[0] or test_y.shape[0] != test.shape[0]:
+            raise DataError(f"{name}: {train_y.shape[0]} and {test_y.shape[0]} labels for "
+                            f"{train.shape[0]} and {test.shape[0]} images; the files do not "
+                            "belong together")
+        labels = (train_y[:-10000], train_y[-10000:], test_y)
     return ImageData(name, train_t[:-10000], train_t[-10000:], test_t, (1, h, w),
-                     f"{train_path.parent}")
+                     f"{train_path.parent}", *labels)
 
 
 # --------------------------------------------------------------------------------------

@@ -179,6 +179,50 @@ def plot_interpolation(vae, x_a, x_b, image_shape, steps=10, ax=None):
                        title="interpolations in latent space (one pair per row)")
 
 
+def plot_embedding(vae, x, labels=None, method="pca", batch_size=500, ax=None, seed=0):
+    """A 2-D embedding of the latent point estimates of ``x``, coloured by label.
+
+    :param torch.Tensor x: ``(N, D_x)`` inputs.
+    :param labels: ``(N,)`` integer labels (or ``None``: one colour).
+    :param str method: ``"pca"`` (scikit-learn's PCA) or ``"tsne"`` (scikit-learn's t-SNE,
+        van der Maaten & Hinton 2008); with a 2-D latent the latent itself is drawn.
+    :returns: the axes.
+    :raises ValueError: for an unknown method or labels of the wrong length.
+    """
+    if method not in ("pca", "tsne"):
+        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
+    if labels is not None and len(labels) != x.shape[0]:
+        raise ValueError(f"{len(labels)} labels for {x.shape[0]} inputs")
+    with torch.no_grad():
+        z = torch.cat([latent_point(vae, x[i:i + batch_size])
+                       for i in range(0, x.shape[0], batch_size)]).cpu().double().numpy()
+    if z.shape[1] == 2:
+        xy, how = z, "latent"
+    elif method == "pca":
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2, random_state=seed).fit(z)
+        xy = pca.transform(z)
+        how = f"PCA ({100 * pca.explained_variance_ratio_.sum():.0f}% of the variance)"
+    else:
+        from sklearn.manifold import TSNE
+
+        xy, how = TSNE(n_components=2, random_state=seed, init="pca").fit_transform(z), "t-SNE"
+    ax = _axes(ax, (6, 5.5))
+    if labels is None:
+        ax.scatter(xy[:, 0], xy[:, 1], s=4)
+    else:
+        labels = torch.as_tensor(labels).cpu().numpy()
+        for value in sorted(set(labels.tolist())):
+            keep = labels == value
+            ax.scatter(xy[keep, 0], xy[keep, 1], s=4, label=str(value))
+        ax.legend(markerscale=3, fontsize="small", title="label", loc="best")
+    ax.set_title(f"latent means of {x.shape[0]} inputs, {how}")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
 def plot_kl_per_dim(report, ax=None):
     """KL(q || p) of each latent dimension, sorted, per site, from a
     :class:`~pyro_vae.evaluate.LatentReport`, with the number of active units: a picture

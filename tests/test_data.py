@@ -234,3 +234,42 @@ def test_real_fashion_mnist_protocol_split():
     assert d.test.shape == (10000, 784)
     assert d.image_shape == (1, 28, 28)
     assert 0.0 <= float(d.train.min()) and float(d.train.max()) <= 1.0
+    # Debian's package ships the label files beside the images: ten balanced classes
+    assert d.test_labels.bincount().tolist() == [1000] * 10
+    assert (d.train_labels.bincount() + d.validation_labels.bincount()).tolist() == [6000] * 10
+
+
+def test_labels_follow_their_images():
+    from sklearn.datasets import load_digits as sk_digits
+
+    from pyro_vae.data import load_dataset
+
+    data = load_dataset("digits")
+    bunch = sk_digits()
+    images = torch.from_numpy(bunch.images.reshape(-1, 64).astype("float32") / 16)
+    for split in ("train", "validation", "test"):
+        x, y = getattr(data, split), getattr(data, f"{split}_labels")
+        assert y.shape == (x.shape[0],) and y.dtype == torch.int64
+        # each image's label is the label sklearn gives that same image
+        for row in range(3):
+            match = (images == x[row]).all(1).nonzero().flatten()
+            assert int(bunch.target[int(match[0])]) == int(y[row])
+
+
+def test_idx_labels_are_read_and_checked(tmp_path):
+    import gzip
+
+    from pyro_vae.data import read_idx_labels
+    from pyro_vae.errors import DataError
+
+    path = tmp_path / "l.gz"
+    with gzip.open(path, "wb") as f:
+        f.write((0x801).to_bytes(4, "big") + (3).to_bytes(4, "big") + bytes([7, 0, 9]))
+    assert read_idx_labels(path).tolist() == [7, 0, 9]
+    bad = tmp_path / "bad"
+    bad.write_bytes((0x801).to_bytes(4, "big") + (5).to_bytes(4, "big") + bytes([1]))
+    with pytest.raises(DataError, match="promises 5 labels"):
+        read_idx_labels(bad)
+    bad.write_bytes((0x803).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes([1]))
+    with pytest.raises(DataError, match="not an IDX label file"):
+        read_idx_labels(bad)

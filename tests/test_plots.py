@@ -71,3 +71,16 @@ def test_estimate_figures(vae):
     ax = plots.plot_kl_per_dim(report)
     assert len(ax.lines) == len(report.kl_per_dim)
     plt.close("all")
+
+
+def test_embedding_coloured_by_label(vae):
+    labels = torch.arange(12) % 3
+    ax = plots.plot_embedding(vae, X, labels)
+    assert len(ax.collections) == 3  # one scatter per label
+    assert sum(len(c.get_offsets()) for c in ax.collections) == 12
+    assert "PCA" in ax.get_title()
+    with pytest.raises(ValueError, match="11 labels for 12"):
+        plots.plot_embedding(vae, X, labels[:11])
+    with pytest.raises(ValueError, match="method"):
+        plots.plot_embedding(vae, X, method="umap")
+    plt.close("all")
