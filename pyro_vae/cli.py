@@ -109,6 +109,18 @@ def build_parser():
     e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _add_device(e)
 
+    r = sub.add_parser("report", help="an HTML page and a Markdown summary of runs",
+                       description="Write OUT/report.html (self-contained, figures embedded), "
+                                   "OUT/report.md and OUT/figures/ for one run or a comparison "
+                                   "of runs (the first is the baseline). Uses what pyro-vae "
+                                   "train/evaluate saved; nothing is re-estimated.")
+    r.add_argument("runs", nargs="+", help="run folders")
+    r.add_argument("-o", "--output", required=True, help="output folder")
+    r.add_argument("--k", type=int, help="which saved estimates (default: each run's eval.json k)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the saved estimates")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    _add_device(r)
+
     sub.add_parser("recipes", help="list the recipes found in models/",
                    description="List the recipe names found in ./models and the source tree.")
     return parser
@@ -376,6 +388,22 @@ def cmd_export(args):
     return 0
 
 
+def cmd_report(args):
+    """``pyro-vae report RUN [RUN ...] -o OUT``."""
+    from .report import build_report
+    from .runs import resolve_device
+
+    out = Path(args.output)
+    if (out / "report.html").exists() and not args.overwrite:
+        raise ConfigError(f"{out / 'report.html'} exists; pass --overwrite to replace it or "
+                          "choose another -o")
+    html_path, md_path = build_report(args.runs, out, k=args.k, seed=args.seed,
+                                      device=resolve_device(args.device))
+    print(html_path)
+    print(md_path)
+    return 0
+
+
 def cmd_recipes(args):
     """``pyro-vae recipes``: list recipe names."""
     for name in list_recipes():
@@ -384,7 +412,8 @@ def cmd_recipes(args):
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
-            "sample": cmd_sample, "export": cmd_export, "recipes": cmd_recipes}
+            "sample": cmd_sample, "export": cmd_export, "report": cmd_report,
+            "recipes": cmd_recipes}
 
 
 def main(argv=None):

@@ -115,9 +115,9 @@ class IWAEObjective:
 class DReGIWAEObjective(IWAEObjective):
     """The IWAE bound with the doubly-reparameterized gradient estimator for the guide
     (Tucker et al. 2018, arXiv:1810.04152): the guide's parameters get
-    :math:`\sum_i \tilde w_i^2 \, \partial \log w_i / \partial z_i \, \partial z_i / \partial \phi`
-    (normalized weights squared, the score term dropped, which has zero mean), whose variance
-    does not grow with k as the plain IWAE gradient's signal-to-noise ratio does (Rainforth
+    :math:`\\sum_i \\tilde w_i^2 \\, \\partial \\log w_i / \\partial z_i \\, \\partial z_i / \\partial \\phi`
+    (normalized weights squared, the score term dropped, which has zero mean), whose
+    signal-to-noise ratio does not decay with k as the plain IWAE gradient's does (Rainforth
     et al. 2018, arXiv:1802.04537); the model's parameters get the plain IWAE gradient. The
     loss value is the same negative IWAE bound.
 

@@ -1,0 +1,52 @@
+"""pyro-vae report: a self-contained page whose every figure a browser can show."""
+
+import base64
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from pyro_vae import cli
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    runs = []
+    for seed in (0, 1):
+        out = root / f"run{seed}"
+        assert cli.main(["train", "--epochs", "2", "--quiet", "--device", "cpu", "--out", str(out),
+                         "--seed", str(seed), "--set", "eval.k=30"]) == 0
+        runs.append(out)
+    return runs
+
+
+def test_report_of_a_comparison(two_runs, tmp_path):
+    out = tmp_path / "report"
+    assert cli.main(["report", *map(str, two_runs), "-o", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    # per run: curves, samples, bound, k-hat; for the pair: comparison, bounds together
+    assert len(images) == 2 * 4 + 2
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert "paired difference vs run0" in page and "IWAE k=30" in page
+    md = (out / "report.md").read_text()
+    linked = re.findall(r"\]\((figures/[^)]+\.png)\)", md)
+    assert len(linked) == len(images) and all((out / f).is_file() for f in linked)
+    assert cli.main(["report", str(two_runs[0]), "-o", str(out)]) == 2  # no overwrite
+    assert cli.main(["report", str(tmp_path), "-o", str(tmp_path / "x")]) == 2  # not a run
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="headless check needs Debian's chromium (.ci/run installs it)")
+def test_report_renders_every_figure_in_headless_chromium(two_runs, tmp_path):
+    out = tmp_path / "report"
+    assert cli.main(["report", str(two_runs[0]), "-o", str(out)]) == 0
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                          "--virtual-time-budget=10000", "--dump-dom",
+                          (out / "report.html").as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    loaded = re.search(r'data-figures="(\d+)/(\d+)"', dom)
+    assert loaded, "the page's load check did not run"
+    assert loaded.group(1) == loaded.group(2) == "4"
