@@ -31,7 +31,7 @@ import pyro.distributions as dist
 
 from .guides import MIN_SCALE
 from .nets import MLP
-from .vae import VAE, point_estimate
+from .vae import VAE, draw, point_estimate
 
 
 def site_name(layer):
@@ -303,21 +303,22 @@ class HierarchicalVAE(VAE):
         return self.likelihood(self.encode(x)["z1"]).mean
 
     @torch.no_grad()
-    def sample_layer(self, num_samples, layer):
-        """Ancestral draws of latent ``layer`` (1..L) from the model: ``(n, D_layer)``.
+    def sample_layer(self, num_samples, layer, temperature=1.0):
+        """Ancestral draws of latent ``layer`` (1..L) from the model: ``(n, D_layer)``
+        (``temperature``: see :meth:`sample`).
 
         :raises ValueError: for a bad layer.
         """
         layer = int(layer)
         if not 1 <= layer <= self.num_layers:
             raise ValueError(f"layer must be in 1..{self.num_layers}, got {layer}")
-        z = self.prior(num_samples).sample()
+        z = draw(self.prior(num_samples), temperature)
         for i in reversed(range(layer, self.num_layers)):
-            z = self.conditionals[i - 1](z).sample()
+            z = draw(self.conditionals[i - 1](z), temperature)
         return z
 
     @torch.no_grad()
-    def sample(self, num_samples, top=None, layer=None):
+    def sample(self, num_samples, top=None, layer=None, temperature=1.0):
         """Ancestral samples: the likelihood's mean, shape ``(n, *event_shape)``.
 
         :param int num_samples: n.
@@ -325,18 +326,20 @@ class HierarchicalVAE(VAE):
             fixed; the layers below it are drawn from the conditionals (to see what each
             layer encodes). Default: everything drawn from the prior.
         :param int layer: which layer ``top`` fixes (1..L; default L).
+        :param float temperature: every layer's standard deviation times this (the top
+            prior must be Gaussian), as NVAE samples (Vahdat & Kautz 2020, arXiv:2007.03898).
         :raises ValueError: for a bad layer or a ``top`` of the wrong shape.
         """
         layer = self.num_layers if layer is None else int(layer)
         if not 1 <= layer <= self.num_layers:
             raise ValueError(f"layer must be in 1..{self.num_layers}, got {layer}")
         if top is None:
-            z = self.sample_layer(num_samples, layer)
+            z = self.sample_layer(num_samples, layer, temperature)
         else:
             expected = (int(num_samples), self.latent_dims[layer - 1])
             if tuple(top.shape) != expected:
                 raise ValueError(f"top must have shape {expected}, got {tuple(top.shape)}")
             z = top
         for i in reversed(range(layer - 1)):
-            z = self.conditionals[i](z).sample()
+            z = draw(self.conditionals[i](z), temperature)
         return self.likelihood(z).mean

@@ -52,6 +52,28 @@ def plot_images(images, image_shape, nrow=None, ax=None, title=None):
     return ax
 
 
+def plot_samples(vae, image_shape, num_samples=36, temperatures=(0.6, 0.8, 1.0), axes=None):
+    """Sample grids at several temperatures (the prior's standard deviations scaled; see
+    :meth:`pyro_vae.vae.VAE.sample`), one panel each; the same noise seed per panel.
+
+    :returns: the list of axes.
+    :raises ValueError: for a non-Gaussian prior with a temperature other than 1.
+    """
+    temperatures = list(temperatures)
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        _, axes = plt.subplots(1, len(temperatures), figsize=(4.5 * len(temperatures), 4.9),
+                               squeeze=False)
+        axes = list(axes[0])
+    for ax, t in zip(axes, temperatures):
+        torch.manual_seed(0)
+        with torch.no_grad():
+            images = vae.sample(num_samples, temperature=t)
+        plot_images(images, image_shape, ax=ax, title=f"temperature {t}")
+    return axes
+
+
 def plot_layer_samples(vae, image_shape, num_rows=8, num_cols=8, axes=None):
     """What each latent layer of a hierarchical VAE encodes: one panel per layer l = L..2;
     in each row z_l (and the layers above it) is drawn once from the model and kept fixed,

@@ -148,8 +148,31 @@ class VAE(nn.Module):
         return self.likelihood(point_estimate(self.posterior(x))).mean
 
     @torch.no_grad()
-    def sample(self, num_samples):
+    def sample(self, num_samples, temperature=1.0):
         """Draw z from the prior and return the likelihood's mean, shape ``(n, *event_shape)``
-        (without gradients: for figures)."""
-        z = self.prior(num_samples).sample()
+        (without gradients: for figures).
+
+        :param float temperature: scale of the prior's standard deviation (below 1: more
+            typical, less varied samples; Kingma & Dhariwal 2018, arXiv:1807.03039); needs
+            a Gaussian prior.
+        :raises ValueError: for a temperature other than 1 with a non-Gaussian prior.
+        """
+        z = draw(self.prior(num_samples), temperature)
         return self.likelihood(z).mean
+
+
+def draw(d, temperature=1.0):
+    """One sample of ``d``; with ``temperature`` T != 1, of the same diagonal Gaussian with
+    its standard deviation times T.
+
+    :raises ValueError: if T != 1 and ``d`` is not a diagonal Gaussian, or T <= 0.
+    """
+    if temperature == 1.0:
+        return d.sample()
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    base = getattr(d, "base_dist", d)
+    if not isinstance(base, torch.distributions.Normal):
+        raise ValueError(f"a temperature needs a Gaussian prior (standard normal, Gaussian "
+                         f"conditionals); {type(base).__name__} has no scale to temper")
+    return base.loc + temperature * base.scale * torch.randn_like(base.loc)

@@ -84,3 +84,25 @@ def test_embedding_coloured_by_label(vae):
     with pytest.raises(ValueError, match="method"):
         plots.plot_embedding(vae, X, method="umap")
     plt.close("all")
+
+
+def test_temperature_scales_the_prior_spread(vae, monkeypatch):
+    decoded = []
+    original = vae.likelihood.forward
+    monkeypatch.setattr(vae.likelihood, "forward", lambda z: decoded.append(z) or original(z))
+    torch.manual_seed(0)
+    vae.sample(4000, temperature=0.5)
+    torch.manual_seed(0)
+    vae.sample(4000, temperature=1.0)
+    cold, warm = decoded
+    if not hasattr(vae, "num_layers"):  # flat: N(0, T^2)
+        assert cold.std().item() == pytest.approx(0.5, rel=0.05)
+        assert warm.std().item() == pytest.approx(1.0, rel=0.05)
+    assert cold.std() < warm.std()
+    axes = plots.plot_samples(vae, (1, 8, 8), num_samples=9, temperatures=(0.5, 1.0))
+    assert len(axes) == 2 and axes[0].get_title() == "temperature 0.5"
+    mog = build_vae(ModelConfig(latent_dim=4, hidden=[16], prior="mog"), (64,))
+    with pytest.raises(ValueError, match="Gaussian prior"):
+        mog.sample(3, temperature=0.5)
+    assert mog.sample(3).shape == (3, 64)
+    plt.close("all")
