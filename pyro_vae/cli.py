@@ -121,6 +121,24 @@ def build_parser():
     r.add_argument("--overwrite", action="store_true", help="replace an existing report")
     _add_device(r)
 
+    sc = sub.add_parser("score", help="per-image -log p(x) of a data set under a trained run",
+                        description="Estimate -log p(x) (nats, IWAE bound) for every image of "
+                                    "a data set's test split, binarized as the run's protocol "
+                                    "does, and write a CSV: index, label, neg_log_likelihood, "
+                                    "neg_elbo, khat. High scores are unlikely images "
+                                    "(anomalies).")
+    sc.add_argument("run", help="run folder")
+    sc.add_argument("--data", help="data set (default: the run's)")
+    sc.add_argument("--data-dir", help="folder searched first for data files")
+    sc.add_argument("-o", "--output", required=True, help="CSV file to write")
+    sc.add_argument("--k", type=int, default=1000, help="particles per image")
+    sc.add_argument("--batch-size", type=int, default=100, help="images per chunk")
+    sc.add_argument("--particle-batch", type=int, default=500, help="particles per chunk")
+    sc.add_argument("--seed", type=int, default=0, help="seed of the guide's samples")
+    sc.add_argument("--quiet", action="store_true", help="no progress bar")
+    sc.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    _add_device(sc)
+
     sub.add_parser("recipes", help="list the recipes found in models/",
                    description="List the recipe names found in ./models and the source tree.")
     return parser
@@ -404,6 +422,44 @@ def cmd_report(args):
     return 0
 
 
+def cmd_score(args):
+    """``pyro-vae score RUN [--data NAME] -o scores.csv``: per-image -log p(x)."""
+    import csv
+
+    from .data import load_dataset, prepare_eval_splits
+    from .evaluate import log_likelihood
+    from .runs import load_run, resolve_device
+
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise ConfigError(f"{out} exists; pass --overwrite to replace it or choose another -o")
+    if not out.parent.is_dir():
+        raise ConfigError(f"folder {out.parent} does not exist; create it or choose another -o")
+    device = resolve_device(args.device)
+    vae, config, _ = load_run(args.run, device)
+    name = args.data or config.data.name
+    data = load_dataset(name, args.data_dir or config.data.data_dir, config.data.download)
+    if tuple(data.event_shape) != tuple(vae.event_shape):
+        raise ConfigError(f"{name} images have shape {data.event_shape}, the run's model takes "
+                          f"{vae.event_shape}")
+    test = prepare_eval_splits(data, config.data.binarization)[1]
+    result = log_likelihood(vae.model, vae.guide, test, num_particles=args.k,
+                            batch_size=args.batch_size, particle_batch=args.particle_batch,
+                            seed=args.seed, device=device, progress=not args.quiet)
+    labels = data.test_labels.tolist() if data.test_labels is not None else [""] * test.shape[0]
+    tmp = out.with_name(f".{out.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["index", "label", "neg_log_likelihood", "neg_elbo", "khat"])
+        for i in range(test.shape[0]):
+            writer.writerow([i, labels[i], f"{-float(result.log_likelihood[i]):.6f}",
+                             f"{-float(result.elbo[i]):.6f}", f"{float(result.khat[i]):.4f}"])
+    tmp.replace(out)
+    print(f"{out}: {test.shape[0]} images of {name}; mean -log p(x) {-result.mean:.3f} nats "
+          f"(k = {args.k})")
+    return 0
+
+
 def cmd_recipes(args):
     """``pyro-vae recipes``: list recipe names."""
     for name in list_recipes():
@@ -413,7 +469,7 @@ def cmd_recipes(args):
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
             "sample": cmd_sample, "export": cmd_export, "report": cmd_report,
-            "recipes": cmd_recipes}
+            "score": cmd_score, "recipes": cmd_recipes}
 
 
 def main(argv=None):

@@ -182,12 +182,15 @@ class DataConfig:
         binarized once with seed 777), ``static`` (binarized once) or ``none``.
     :ivar data_dir: a folder searched first for data files (``None``: the default places).
     :ivar bool download: allow torchvision to download missing files.
+    :ivar list classes: train (and validate) on these classes only (empty: all); the
+        test set is kept whole, e.g. to score a held-out class as anomalies. Needs labels.
     """
 
     name: str = "digits"
     binarization: str = "dynamic"
     data_dir: str | None = None
     download: bool = False
+    classes: list = field(default_factory=list)
 
 
 @dataclass
@@ -304,6 +307,9 @@ class Config:
         for key, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{where}: {key} must be positive, got {value}")
+        if not all(isinstance(c, int) and not isinstance(c, bool) for c in self.data.classes):
+            raise ConfigError(f"{where}: data.classes must be a list of integer labels, got "
+                              f"{self.data.classes!r}")
         t = self.train
         if t.epochs < 0:
             raise ConfigError(f"{where}: train.epochs must be at least 0, got {t.epochs}")

@@ -29,6 +29,7 @@ binarization); the test set is binarized once with seed 777 and the validation s
 with seed 778, so every model is evaluated on the same binary images.
 """
 
+import dataclasses
 import gzip
 import math
 import os
@@ -424,6 +425,33 @@ def load_dataset(name, data_dir=None, download=False):
     for split in ("train", "validation", "test"):
         check_images(getattr(data, split), f"{data.name} {split} split")
     return data
+
+
+def keep_classes(data, classes):
+    """``data`` with its training and validation splits restricted to ``classes`` (the
+    test split and its labels unchanged).
+
+    :param classes: class labels to keep; empty keeps everything.
+    :raises DataError: if the data set has no labels, or a split would be left empty.
+    """
+    if not classes:
+        return data
+    if data.train_labels is None:
+        raise DataError(f"{data.name} has no labels, so data.classes cannot select classes "
+                        "(labels come with digits, and with IDX files whose label files lie "
+                        "beside the images)")
+    wanted = torch.tensor(sorted(int(c) for c in classes))
+    splits = {}
+    for split in ("train", "validation"):
+        labels = getattr(data, f"{split}_labels")
+        keep = torch.isin(labels, wanted)
+        if not keep.any():
+            raise DataError(f"{data.name}: no {split} image has a label in {wanted.tolist()}; "
+                            f"labels present: {labels.unique().tolist()}")
+        splits[split] = (getattr(data, split)[keep], labels[keep])
+    return dataclasses.replace(data, train=splits["train"][0], train_labels=splits["train"][1],
+                               validation=splits["validation"][0],
+                               validation_labels=splits["validation"][1])
 
 
 def binarize(x, seed=None, generator=None):

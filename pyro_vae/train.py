@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from . import evaluate
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import build_vae
-from .data import EpochBatches, load_dataset, prepare_eval_splits
+from .data import EpochBatches, keep_classes, load_dataset, prepare_eval_splits
 from .errors import ConfigError, TrainingDiverged
 from .nets import MLP, ConvDecoder, ConvEncoder
 from .objectives import ELBO, FreeBitsELBO, IWAEObjective, ScaleLatents, make_objective
@@ -329,7 +329,8 @@ class Run:
         # an earlier model in this process would otherwise shadow this one's parameters
         pyro.clear_param_store()
         seed_everything(cfg.train.seed)
-        self.data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download)
+        self.data = keep_classes(load_dataset(cfg.data.name, cfg.data.data_dir,
+                                              cfg.data.download), cfg.data.classes)
         self.vae = build_vae(cfg.model, self.data.event_shape, self.data.image_shape).to(
             self.device)
         check_compatible(self.vae.likelihood, self.data, cfg.data.binarization)

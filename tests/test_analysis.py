@@ -115,3 +115,16 @@ def test_estimate_figures_smoke(tmp_path):
     assert png.stat().st_size > 10_000
     with pytest.raises(SystemExit, match="no saved estimates for k = 99"):
         script.main([*runs, "--k", "99", "--out", str(tmp_path / "x.png")])
+
+
+def test_anomaly_detection_smoke(tmp_path):
+    script = load_script("anomaly_detection")
+    result = script.main(["--data", "digits", "--held-out", "3", "--epochs", "2", "--k", "10",
+                          "--out", str(tmp_path / "a"), "--device", "cpu",
+                          "--set", "model.hidden=[32]"])
+    assert result["num_test"] == 297 and 0 < result["num_held_out"] < 297
+    assert 0.0 <= result["auroc_neg_log_likelihood"] <= 1.0
+    assert (tmp_path / "a" / "auroc.json").exists()
+    import json as _json
+    cfg = _json.loads((tmp_path / "a" / "run" / "config.json").read_text())
+    assert cfg["data"]["classes"] == [0, 1, 2, 4, 5, 6, 7, 8, 9]

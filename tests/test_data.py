@@ -273,3 +273,18 @@ def test_idx_labels_are_read_and_checked(tmp_path):
     bad.write_bytes((0x803).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes([1]))
     with pytest.raises(DataError, match="not an IDX label file"):
         read_idx_labels(bad)
+
+
+def test_keep_classes_filters_training_only():
+    from pyro_vae.data import keep_classes, load_dataset
+
+    data = load_dataset("digits")
+    kept = keep_classes(data, [0, 7])
+    assert set(kept.train_labels.tolist()) == {0, 7} and set(kept.validation_labels.tolist()) == {0, 7}
+    assert kept.train.shape[0] == int(((data.train_labels == 0) | (data.train_labels == 7)).sum())
+    assert torch.equal(kept.test, data.test)
+    with pytest.raises(DataError, match="no train image has a label in \\[42\\]"):
+        keep_classes(data, [42])
+    unlabelled = keep_classes.__globals__["dataclasses"].replace(data, train_labels=None)
+    with pytest.raises(DataError, match="has no labels"):
+        keep_classes(unlabelled, [1])
