@@ -60,11 +60,13 @@ def _max_plate_nesting(model, guide, x):
 
 def _per_datapoint(trace, which, data_plate, num_particles, batch_size, nesting, include="all"):
     """Sum the unscaled, masked log densities of ``trace``'s sample sites to ``(k, B)``;
-    ``include`` is ``"all"``, ``"latent"`` or ``"observed"``. Zeros if no site is included."""
+    ``include`` is ``"all"``, ``"latent"``, ``"observed"`` or a set of site names. Zeros if
+    no site is included."""
     total = torch.zeros(())
     for name, site in trace.nodes.items():
         if not _is_sample(site) or (include == "latent" and site["is_observed"]) or \
-                (include == "observed" and not site["is_observed"]):
+                (include == "observed" and not site["is_observed"]) or \
+                (isinstance(include, (set, frozenset)) and name not in include):
             continue
         data_frames = [f for f in site["cond_indep_stack"] if f.name == data_plate]
         if not data_frames:
@@ -192,6 +194,41 @@ def elbo(model, guide, data, batch_size=1000, seed=0, device=None):
             x = data[start:start + batch_size].to(device)
             out.append(log_weights(model, guide, x, 1)[0].cpu())
     return torch.cat(out)
+
+
+def elbo_terms(model, guide, data, batch_size=1000, seed=0, device=None, data_plate="data"):
+    """The single-sample ELBO of every datapoint split into its terms, in nats:
+    ``reconstruction`` (log p(x | z) of the observed sites) and, per latent site, the
+    Monte Carlo KL term ``log q(z_s | .) - log p(z_s | .)`` at the joint sample (right for
+    any order of sampling in model and guide; its sum over sites is the ELBO's KL).
+
+    :returns: dict of ``(N,)`` CPU tensors: ``"elbo"``, ``"reconstruction"`` and
+        ``"kl/<site>"`` for every latent site.
+    :raises ValueError: if ``data`` is empty.
+    :raises ModelGuideMismatch: see :func:`log_weights`.
+    """
+    if data.shape[0] == 0:
+        raise ValueError("data is empty: there is nothing to evaluate")
+    device = torch.device(device) if device is not None else data.device
+    parts = {}
+    with seeded(seed, device), torch.no_grad():
+        nesting = _max_plate_nesting(model, guide, data[:1].to(device))
+        for start in range(0, data.shape[0], batch_size):
+            x = data[start:start + batch_size].to(device)
+            b = x.shape[0]
+            model_trace, guide_trace, _ = particle_traces(model, guide, x, 1, nesting)
+            args = (data_plate, 1, b, nesting)
+            terms = {"reconstruction": _per_datapoint(model_trace, "model", *args,
+                                                      include="observed")[0]}
+            for name in _latent_order(guide_trace):
+                terms[f"kl/{name}"] = (
+                    _per_datapoint(guide_trace, "guide", *args, include={name}) -
+                    _per_datapoint(model_trace, "model", *args, include={name}))[0]
+            terms["elbo"] = terms["reconstruction"] - sum(
+                v for k, v in terms.items() if k.startswith("kl/"))
+            for key, value in terms.items():
+                parts.setdefault(key, []).append(value.cpu())
+    return {key: torch.cat(chunks) for key, chunks in parts.items()}
 
 
 # --------------------------------------------------------------------------------------

@@ -346,6 +346,38 @@ def plot_comparison(results, labels, baseline=0, ax=None):
     return ax
 
 
+def plot_kl_curves(metrics, ax=None):
+    """Per-epoch validation KL term of each latent site (``validation_kl/<site>`` in
+    ``metrics.jsonl``), with the reconstruction term on a second axis: where a layer's KL
+    falls to zero, that layer has collapsed.
+
+    :returns: the axes (the KL one).
+    :raises ValueError: if the metrics record no KL terms.
+    """
+    sites = sorted({k[len("validation_kl/"):] for m in metrics for k in m
+                    if k.startswith("validation_kl/")})
+    if not sites:
+        raise ValueError("these metrics record no validation_kl/<site> terms (runs made "
+                         "before they were recorded)")
+    ax = _axes(ax, (6, 4))
+    for site in sites:
+        points = [(m["epoch"], m[f"validation_kl/{site}"]) for m in metrics
+                  if f"validation_kl/{site}" in m]
+        ax.plot(*zip(*points), label=f"KL {site}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation KL term (nats per datapoint)")
+    ax.grid(alpha=0.3)
+    recon = [(m["epoch"], m["validation_reconstruction"]) for m in metrics
+             if "validation_reconstruction" in m]
+    if recon:
+        twin = ax.twinx()
+        twin.plot(*zip(*recon), color="k", ls="--", label="reconstruction")
+        twin.set_ylabel("validation E[log p(x|z)] (nats)")
+        twin.legend(loc="lower right")
+    ax.legend(loc="upper left")
+    return ax
+
+
 def save_figure(ax, path, dpi=120):
     """Save the figure holding ``ax`` to ``path`` atomically, then close it.
 

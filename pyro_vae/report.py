@@ -72,6 +72,10 @@ def _figures(runs, fig_dir, device):
             ax = plots.plot_curves(r["metrics"])
             ax.set_title(f"{name}: ELBO per epoch")
             out[f"{name}/curves"] = plots.save_figure(ax, fig_dir / f"{name}-curves.png")
+            if any("validation_reconstruction" in m for m in r["metrics"]):
+                ax = plots.plot_kl_curves(r["metrics"])
+                ax.set_title(f"{name}: KL per latent layer and reconstruction")
+                out[f"{name}/kl"] = plots.save_figure(ax, fig_dir / f"{name}-kl.png")
         vae, _, state = load_run(r["dir"], device)
         image_shape = tuple(state.get("image_shape") or (1, 1, r["result"].log_likelihood.numel()))
         with torch.no_grad(), seeded(0, device):
@@ -171,6 +175,7 @@ def build_report(run_dirs, out_dir, k=None, seed=0, device="cpu"):
         md += [f"## {r['name']}", ""]
         table(_run_rows(r))
         figure(f"{r['name']}/curves", f"{r['name']}: training curves")
+        figure(f"{r['name']}/kl", f"{r['name']}: KL per latent layer and reconstruction")
         figure(f"{r['name']}/samples", f"{r['name']}: samples from the prior")
         figure(f"{r['name']}/bound", f"{r['name']}: IWAE bound against k")
         figure(f"{r['name']}/khat", f"{r['name']}: Pareto k-hat of the importance weights")

@@ -386,15 +386,21 @@ class Run:
         metrics = [m for m in read_metrics(self.run_dir) if m["epoch"] <= self.trainer.epoch]
         (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
 
-    def validation_elbo(self):
-        """Mean single-sample ELBO of the validation set (seeded), nats per datapoint."""
+    def validation_terms(self):
+        """Means over the validation set (seeded, single sample) of the ELBO, its
+        reconstruction term and each latent site's KL term, nats per datapoint:
+        ``{"elbo": ..., "reconstruction": ..., "kl/z": ...}``."""
         self.vae.eval()
         with eager():
-            values = evaluate.elbo(self.vae.model, self.vae.guide, self.validation,
-                                   10 * self.config.eval.batch_size, seed=self.config.eval.seed,
-                                   device=self.device)
+            terms = evaluate.elbo_terms(self.vae.model, self.vae.guide, self.validation,
+                                        10 * self.config.eval.batch_size,
+                                        seed=self.config.eval.seed, device=self.device)
         self.vae.train()
-        return float(values.mean())
+        return {key: float(value.double().mean()) for key, value in terms.items()}
+
+    def validation_elbo(self):
+        """Mean single-sample ELBO of the validation set (seeded), nats per datapoint."""
+        return self.validation_terms()["elbo"]
 
     def _early_stopping(self, validation):
         """Update the best epoch; returns whether this epoch is the best so far."""
@@ -445,10 +451,12 @@ class Run:
                         self.stop_reason = "interrupted"
                         break
                     seconds = time.perf_counter() - start
-                    validation = self.validation_elbo()
+                    terms = self.validation_terms()
+                    validation = terms.pop("elbo")
                     is_best = self._early_stopping(validation)
                     record = {"epoch": trainer.epoch, "step": trainer.step,
                               "train_elbo": train_elbo, "validation_elbo": validation,
+                              **{f"validation_{key}": value for key, value in terms.items()},
                               "kl_weight": trainer.kl_weight(trainer.step - 1),
                               "lr": trainer.learning_rate(trainer.step - 1),
                               "seconds": seconds, "images_per_second": n_train / seconds}

@@ -106,3 +106,14 @@ def test_temperature_scales_the_prior_spread(vae, monkeypatch):
         mog.sample(3, temperature=0.5)
     assert mog.sample(3).shape == (3, 64)
     plt.close("all")
+
+
+def test_kl_curves_need_recorded_terms():
+    metrics = [{"epoch": e, "validation_kl/z1": 5.0 + e, "validation_kl/z2": 1.0 / e,
+                "validation_reconstruction": -50.0 + e} for e in (1, 2, 3)]
+    ax = plots.plot_kl_curves(metrics)
+    assert [line.get_label() for line in ax.lines] == ["KL z1", "KL z2"]
+    assert list(ax.lines[0].get_ydata()) == [6.0, 7.0, 8.0]
+    with pytest.raises(ValueError, match="no validation_kl"):
+        plots.plot_kl_curves([{"epoch": 1, "validation_elbo": -3.0}])
+    plt.close("all")

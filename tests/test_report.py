@@ -27,8 +27,8 @@ def test_report_of_a_comparison(two_runs, tmp_path):
     assert cli.main(["report", *map(str, two_runs), "-o", str(out)]) == 0
     page = (out / "report.html").read_text()
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
-    # per run: curves, samples, bound, k-hat; for the pair: comparison, bounds together
-    assert len(images) == 2 * 4 + 2
+    # per run: curves, KL curves, samples, bound, k-hat; for the pair: comparison, bounds
+    assert len(images) == 2 * 5 + 2
     assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
     assert "paired difference vs run0" in page and "IWAE k=30" in page
     md = (out / "report.md").read_text()
@@ -49,4 +49,4 @@ def test_report_renders_every_figure_in_headless_chromium(two_runs, tmp_path):
                          capture_output=True, text=True, timeout=120).stdout
     loaded = re.search(r'data-figures="(\d+)/(\d+)"', dom)
     assert loaded, "the page's load check did not run"
-    assert loaded.group(1) == loaded.group(2) == "4"
+    assert loaded.group(1) == loaded.group(2) == "5"

@@ -200,7 +200,7 @@ def test_early_stopping_keeps_and_evaluates_the_best_epoch(tmp_path, monkeypatch
     out = prepare_run_folder(tmp_path / "r")
     run = Run(tiny_config(epochs=10, patience=2), out, "cpu", quiet=True)
     scores = iter([-50.0, -40.0, -45.0, -41.0, -30.0])
-    monkeypatch.setattr(run, "validation_elbo", lambda: next(scores))
+    monkeypatch.setattr(run, "validation_terms", lambda: {"elbo": next(scores)})
     snapshots = {}
     original_save = run.save
 
@@ -331,7 +331,7 @@ def test_evaluate_uses_the_best_epoch_of_an_early_stopped_run(tmp_path, monkeypa
     out = prepare_run_folder(tmp_path / "r")
     run = Run(tiny_config(epochs=3, patience=5), out, "cpu", quiet=True)
     scores = iter([-40.0, -50.0, -60.0])
-    monkeypatch.setattr(run, "validation_elbo", lambda: next(scores))
+    monkeypatch.setattr(run, "validation_terms", lambda: {"elbo": next(scores)})
     run.fit()
     best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out)
     assert (best["epoch"], last["epoch"]) == (1, 3)
@@ -456,3 +456,12 @@ def test_sigkill_at_a_random_point_then_resume_is_bit_identical(tmp_path):
     ma = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
     mb = (killed / "metrics.jsonl").read_text().splitlines()
     assert [strip(x) for x in ma] == [strip(x) for x in mb]
+
+
+def test_metrics_record_reconstruction_and_kl_per_layer(tmp_path):
+    cfg = C.apply_overrides(tiny_config(epochs=1), {"model.latent_dim": [6, 3]})
+    run = Run(cfg, prepare_run_folder(tmp_path / "r"), "cpu", quiet=True)
+    record = run.fit()[0]
+    kl = record["validation_kl/z1"] + record["validation_kl/z2"]
+    assert record["validation_elbo"] == pytest.approx(record["validation_reconstruction"] - kl)
+    assert record["validation_kl/z1"] > 0 and record["validation_reconstruction"] < 0
