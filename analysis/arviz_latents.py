@@ -5,8 +5,9 @@ Writes, into the output folder:
 - ``summary.csv``: ``arviz.summary`` of the importance-resampled posterior draws of the
   chosen images (mean, sd, HDI, ESS per latent dimension);
 - ``forest.png``: ``arviz.plot_forest`` of the guide's draws against the resampled draws,
-  for the first latent dimensions of the chosen images (where the two differ, the guide
-  misses the posterior);
+  for the most active latent dimensions of the chosen images (where the two differ, the
+  guide misses the posterior; where the resampled interval collapses to a point, the
+  importance weights were degenerate: few effective samples);
 - ``khat.png``: the distribution of the per-image Pareto k-hat of the importance weights.
 
 Usage::
@@ -26,7 +27,9 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--images", type=int, nargs="+", default=[0, 1, 2],
                         help="images to summarize and plot")
-    parser.add_argument("--dims", type=int, default=4, help="latent dimensions in the forest plot")
+    parser.add_argument("--dims", type=int, default=4,
+                        help="how many latent dimensions to show: those whose guide means vary "
+                             "most across the exported images (the active units)")
     args = parser.parse_args(argv)
 
     import arviz as az
@@ -43,7 +46,10 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     site = list(idata.posterior.data_vars)[0]
     dim = f"{site}_dim"
-    coords = {"image": args.images, dim: list(range(min(args.dims, idata.posterior.sizes[dim])))}
+    activity = idata.guide[site].mean(("chain", "draw")).var("image").values
+    chosen = sorted(int(d) for d in activity.argsort()[::-1][:args.dims])
+    coords = {"image": args.images, dim: chosen}
+    print(f"{site}: dimensions {chosen}, whose guide means vary most across images")
     summary = az.summary(idata, var_names=[site], coords=coords)
     summary.to_csv(out / "summary.csv")
     print(summary.to_string())
