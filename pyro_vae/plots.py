@@ -138,6 +138,10 @@ def plot_curves(metrics, ax=None, keys=("train_elbo", "validation_elbo")):
         if points:
             ax.plot(*zip(*points), marker="." if len(points) < 30 else None,
                     label=key.replace("_", " "))
+    warm = [m["epoch"] for m in metrics if m.get("kl_weight", 1.0) < 1.0]
+    if warm:  # the training objective weighs the KL term less there: not the ELBO
+        ax.axvspan(0, max(warm) + 0.5, color="0.85", zorder=0,
+                   label="KL warm-up (train curve: weighted KL)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("ELBO (nats per datapoint)")
     ax.grid(alpha=0.3)

@@ -117,3 +117,13 @@ def test_kl_curves_need_recorded_terms():
     with pytest.raises(ValueError, match="no validation_kl"):
         plots.plot_kl_curves([{"epoch": 1, "validation_elbo": -3.0}])
     plt.close("all")
+
+
+def test_curves_mark_the_warmup():
+    metrics = [{"epoch": e, "train_elbo": -10.0 + e, "validation_elbo": -11.0 + e,
+                "kl_weight": min(1.0, e / 3)} for e in (1, 2, 3, 4)]
+    ax = plots.plot_curves(metrics)
+    assert any("warm-up" in t.get_text() for t in ax.get_legend().get_texts())
+    ax = plots.plot_curves([{**m, "kl_weight": 1.0} for m in metrics])
+    assert not any("warm-up" in t.get_text() for t in ax.get_legend().get_texts())
+    plt.close("all")
