@@ -315,15 +315,22 @@ def plot_khat(results, labels=None, ax=None):
     """
     results, labels = _as_list(results, labels)
     ax = _axes(ax, (6, 3.5))
+    unfitted = []
     for result, label in zip(results, labels):
         khat = result.khat[~torch.isnan(result.khat)].cpu().numpy()
-        ax.hist(khat, bins=40, alpha=0.6, label=f"{label} ({100 * (khat > 0.7).mean():.0f}% > 0.7)"
-                if len(khat) else label)
+        if not len(khat):
+            unfitted.append(label)
+            continue
+        ax.hist(khat, bins=40, alpha=0.6, label=f"{label} ({100 * (khat > 0.7).mean():.0f}% > 0.7)")
+    if unfitted:
+        ax.text(0.5, 0.5, f"k-hat not fitted for {', '.join(unfitted)}\n(fewer than 25 "
+                "particles, or exact weights)", transform=ax.transAxes, ha="center")
     for edge in (0.5, 0.7):
         ax.axvline(edge, color="k", lw=0.8, ls="--")
     ax.set_xlabel("Pareto k-hat per test point")
     ax.set_ylabel("test points")
-    ax.legend()
+    if len(unfitted) < len(results):
+        ax.legend()
     return ax
 
 

@@ -84,8 +84,9 @@ def _figures(runs, fig_dir, device):
         out[f"{name}/samples"] = plots.save_figure(ax, fig_dir / f"{name}-samples.png")
         ax = plots.plot_bound_vs_k(r["result"], [name])
         out[f"{name}/bound"] = plots.save_figure(ax, fig_dir / f"{name}-bound-vs-k.png")
-        ax = plots.plot_khat(r["result"], [name])
-        out[f"{name}/khat"] = plots.save_figure(ax, fig_dir / f"{name}-khat.png")
+        if not bool(torch.isnan(r["result"].khat).all()):  # not fitted below k = 25
+            ax = plots.plot_khat(r["result"], [name])
+            out[f"{name}/khat"] = plots.save_figure(ax, fig_dir / f"{name}-khat.png")
     if len(runs) > 1:
         results, names = [r["result"] for r in runs], [r["name"] for r in runs]
         ax = plots.plot_bound_vs_k(results, names)
@@ -109,7 +110,7 @@ def _run_rows(r):
              f"{_fmt(r['result'].mean)} +- {_fmt(r['result'].se)} nats"),
             ("ELBO", f"{_fmt(float(r['result'].elbo.double().mean()))} nats"),
             ("bits/dim", _fmt(r["result"].bits_per_dim, 4)),
-            ("k-hat > 0.7", "-" if r["result"].khat_above_07 is None else
+            ("k-hat > 0.7", "not fitted (k < 25)" if r["result"].khat_above_07 is None else
              f"{100 * r['result'].khat_above_07:.1f}% of test points")]
     for site, n in s.get("active_units", {}).items():
         rows.append((f"active units {site}", f"{n} of {s['latent_dims'][site]}, KL "

@@ -50,3 +50,13 @@ def test_report_renders_every_figure_in_headless_chromium(two_runs, tmp_path):
     loaded = re.search(r'data-figures="(\d+)/(\d+)"', dom)
     assert loaded, "the page's load check did not run"
     assert loaded.group(1) == loaded.group(2) == "5"
+
+
+def test_report_without_fitted_khat(tmp_path):
+    out = tmp_path / "run"
+    assert cli.main(["train", "--epochs", "1", "--quiet", "--device", "cpu", "--out", str(out),
+                     "--set", "eval.k=10"]) == 0
+    assert cli.main(["report", str(out), "-o", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "not fitted (k &lt; 25)" in page
+    assert page.count("<img") == 4  # curves, KL curves, samples, bound; no empty k-hat panel
