@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from . import __version__
-from .config import apply_overrides, list_recipes, parse_value, resolve_recipe
+from .config import Config, apply_overrides, list_recipes, parse_value, resolve_recipe
+from .distributed import SINGLE, launched_by_torchrun
 from .errors import ConfigError, PyroVAEError, TrainingDiverged
 
 
@@ -216,20 +217,24 @@ def _print_summary(summary):
 
 
 def cmd_train(args):
-    """``pyro-vae train``: a new run, or ``--resume RUN``."""
+    """``pyro-vae train``: a new run, or ``--resume RUN``; under torchrun, data-parallel
+    over the ranks (rank 0 writes the run folder)."""
     from .runs import check_run_folder, load_run, prepare_run_folder
     from .train import Run
 
+    world = args.world
     if args.resume:
         changed = _overrides(args)
         changed.pop("train.epochs", None)
         if changed or args.recipe or args.out or args.overwrite:
             raise ConfigError("--resume continues a run as it was recorded; only --epochs, "
                               "--device and --quiet may be given with it")
-        _, config, _ = load_run(args.resume, device="cpu")
+        # rank 0 reads the run; the other ranks (other nodes, maybe) get its recipe
+        config = _on_main(world, lambda: load_run(args.resume, device="cpu")[1].to_dict())
+        config = Config.from_dict(config, where=f"run {args.resume}")
         if args.epochs is not None:
             config = apply_overrides(config, {"train.epochs": args.epochs})
-        run = Run(config, args.resume, device=args.device, quiet=args.quiet)
+        run = Run(config, args.resume, device=args.device, quiet=args.quiet, world=world)
         run.resume()
     else:
         config = apply_overrides(resolve_recipe(args.recipe), _overrides(args))
@@ -237,23 +242,51 @@ def cmd_train(args):
             out = Path(args.out)
         else:
             data_name = Path(config.data.name).stem
-            out = Path("runs") / f"{config.name}-{data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        check_run_folder(out, overwrite=args.overwrite)
+            stamp = world.broadcast(time.strftime('%Y%m%d-%H%M%S'))
+            out = Path("runs") / f"{config.name}-{data_name}-{stamp}"
+        _on_main(world, lambda: check_run_folder(out, overwrite=args.overwrite))
         # data and model first: if they fail, nothing on disk has changed
-        run = Run(config, out, device=args.device, quiet=args.quiet)
-        prepare_run_folder(out, overwrite=args.overwrite)
+        run = Run(config, out, device=args.device, quiet=args.quiet, world=world)
+        _on_main(world, lambda: prepare_run_folder(out, overwrite=args.overwrite))
     try:
         run.fit()
     except TrainingDiverged as e:
-        print(f"pyro-vae: {e}", file=sys.stderr)
+        if world.is_main:
+            print(f"pyro-vae: {e}", file=sys.stderr)
         return 1
     if run.stop_reason == "interrupted":
         t = run.trainer
-        print(f"pyro-vae: interrupted in epoch {t.epoch + 1} after step {t.step}; the checkpoint "
-              f"is saved: continue with  pyro-vae train --resume {run.run_dir}", file=sys.stderr)
+        if world.is_main:
+            launch = "torchrun ... -m pyro_vae" if world.distributed else "pyro-vae"
+            print(f"pyro-vae: interrupted in epoch {t.epoch + 1} after step {t.step}; the "
+                  f"checkpoint is saved: continue with  {launch} train --resume {run.run_dir}",
+                  file=sys.stderr)
         return 130
-    _print_summary(run.finish())
+    summary = run.finish()
+    if world.is_main:
+        if world.distributed:
+            print(f"trained data-parallel on {world.size} processes "
+                  f"({run.device.type}); global batch {config.train.batch_size}")
+        _print_summary(summary)
     return 0
+
+
+def _on_main(world, fn):
+    """``fn()`` on rank 0, its result (or its error, re-raised) on every rank."""
+    result, error = None, None
+    if world.is_main:
+        try:
+            result = fn()
+        except PyroVAEError as e:
+            error = e
+    if world.distributed:
+        result, message = world.broadcast((result, None if error is None else
+                                           (type(error).__name__, str(error))))
+        if message is not None and error is None:
+            error = (ConfigError if message[0] == "ConfigError" else PyroVAEError)(message[1])
+    if error is not None:
+        raise error
+    return result
 
 
 def _evaluate_run(run, args, reuse=False, test_sets=None):
@@ -265,7 +298,8 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
     from .evaluate import data_fingerprint
     from .runs import evaluate_run, load_result, load_run, resolve_device, save_result
 
-    device = resolve_device(args.device)
+    world = getattr(args, "world", None) or SINGLE
+    device = world.device if world.distributed else resolve_device(args.device)
     vae, config, state = load_run(run, device)
     overrides = {f"eval.{key}": getattr(args, key) for key in ("k", "batch_size",
                                                                "particle_batch", "seed")
@@ -281,8 +315,10 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
     cached = load_result(run, config.eval.k, config.eval.seed) if reuse else None
     if cached is not None and cached.fingerprint == data_fingerprint(test):
         return None, cached, state
-    summary, result = evaluate_run(vae, test, config, device, progress=not args.quiet)
-    save_result(run, result)
+    summary, result = evaluate_run(vae, test, config, device,
+                                   progress=not args.quiet and world.is_main, world=world)
+    if world.is_main:
+        save_result(run, result)
     return summary, result, state
 
 
@@ -291,6 +327,8 @@ def cmd_evaluate(args):
     from .runs import update_eval_json
 
     summary, _, state = _evaluate_run(args.run, args)
+    if not args.world.is_main:
+        return 0
     summary["epochs"] = int(state["epoch"])
     update_eval_json(args.run, summary)
     print(f"{args.run}: {summary['num_test']} test images, epoch {summary['epochs']}; "
@@ -467,6 +505,9 @@ def cmd_recipes(args):
     return 0
 
 
+#: The commands that run data-parallel under torchrun (the others refuse to).
+DISTRIBUTED_COMMANDS = ("train", "evaluate")
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
             "sample": cmd_sample, "export": cmd_export, "report": cmd_report,
             "score": cmd_score, "recipes": cmd_recipes}
@@ -478,8 +519,19 @@ def main(argv=None):
     0 on success, 1 when training diverged, 2 for bad input (the message says what to do).
     """
     args = build_parser().parse_args(argv)
+    args.world = SINGLE
     try:
+        if args.command in DISTRIBUTED_COMMANDS:
+            from .distributed import init_world
+            args.world = init_world(args.device)
+        elif launched_by_torchrun():
+            raise ConfigError(f"pyro-vae {args.command} runs in one process; under torchrun "
+                              f"use one of: {', '.join(DISTRIBUTED_COMMANDS)}")
         return COMMANDS[args.command](args)
     except PyroVAEError as e:
-        print(f"pyro-vae: error: {e}", file=sys.stderr)
+        if args.world.is_main:
+            print(f"pyro-vae: error: {e}", file=sys.stderr)
         return 2
+    finally:
+        from .distributed import shutdown_world
+        shutdown_world(args.world)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError
-from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide,
+from .guides import (DeltaGuide, DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide,
                      RadialGuide, SplineGuide)
 from .likelihoods import (BernoulliLikelihood, ContinuousBernoulliLikelihood,
                           DiscretizedLogisticLikelihood, GaussianLikelihood)
@@ -39,6 +39,7 @@ PRIORS = {
 #: Guides by name; each class has ``build(ctx, **options)``.
 GUIDES = {
     "diagonal_normal": DiagonalNormalGuide,
+    "delta": DeltaGuide,
     "full_cov_normal": FullCovNormalGuide,
     "iaf": IAFGuide,
     "planar": PlanarGuide,

@@ -503,12 +503,29 @@ class EpochBatches:
     :param int batch_size: images per batch; the last batch of an epoch may be smaller.
     :param str binarization: one of :data:`BINARIZATIONS`.
     :param int seed: seed of the data generator.
+    :param int rank: this process's rank in a data-parallel job (see
+        :mod:`pyro_vae.distributed`).
+    :param int world_size: the number of processes. Every rank draws the same global
+        batches of ``batch_size`` images (same permutation, same binarization: the
+        generators of all ranks stay equal, so one checkpointed state serves them all) and
+        keeps the images ``rank, rank + world_size, ...`` of each: the ranks' shards are
+        disjoint and together make the batch one process would train on. A last batch of
+        fewer than ``world_size`` images is filled up by repeating its images, so that
+        every rank has at least one.
+    :raises DataError: for ``batch_size < world_size`` or a bad binarization.
     """
 
-    def __init__(self, train, batch_size, binarization, seed):
+    def __init__(self, train, batch_size, binarization, seed, rank=0, world_size=1):
         check_binarization(binarization)
         if batch_size < 1:
             raise DataError(f"batch_size must be at least 1, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise DataError(f"rank {rank} is outside a world of {world_size} processes")
+        if batch_size < world_size:
+            raise DataError(f"train.batch_size ({batch_size}) is the global batch, split among "
+                            f"{world_size} processes: it must be at least the number of "
+                            "processes")
+        self.rank, self.world_size = int(rank), int(world_size)
         self.train = train
         self.batch_size = int(batch_size)
         self.binarization = binarization
@@ -521,7 +538,8 @@ class EpochBatches:
         return -(-self.train.shape[0] // self.batch_size)
 
     def epoch(self, skip=0):
-        """Yield the batches of one epoch, each ``(b, D)``: one permutation, one binarization.
+        """Yield the batches of one epoch, each ``(b, D)``: one permutation, one binarization
+        (this rank's shard of each global batch when ``world_size > 1``).
 
         :param int skip: leave out the first ``skip`` batches (resuming inside an epoch:
             restore :meth:`get_state` as it was at the epoch's start, then skip the batches
@@ -539,7 +557,14 @@ class EpochBatches:
             if self.binarization == "dynamic":
                 x = torch.bernoulli(x, generator=self.generator)
             if i >= skip:
-                yield x
+                yield self._shard(x)
+
+    def _shard(self, x):
+        if self.world_size == 1:
+            return x
+        if x.shape[0] < self.world_size:
+            x = x.repeat(-(-self.world_size // x.shape[0]), *([1] * (x.dim() - 1)))
+        return x[self.rank::self.world_size]
 
     def get_state(self):
         """The generator state (a uint8 tensor), for checkpoints."""

@@ -173,34 +173,74 @@ def seeded(seed, device=None):
         yield
 
 
-def elbo(model, guide, data, batch_size=1000, seed=0, device=None):
+def map_chunks(compute, data, batch_size, seed=0, device=None, world=None, progress=False,
+               desc=None):
+    """Apply ``compute`` to the data chunk by chunk, each chunk seeded by its index, and
+    concatenate the results in data order.
+
+    With a :class:`~pyro_vae.distributed.World` of several ranks the chunks are dealt
+    round-robin and the results gathered on every rank; since a chunk's draws depend only
+    on ``(seed, chunk index)``, the result is the same for any number of ranks.
+
+    :param callable compute: ``compute(x)`` for a chunk ``x`` of ``(b, *event_shape)`` on
+        ``device``, returning a dict of tensors whose first dimension is ``b``.
+    :param torch.Tensor data: ``(N, *event_shape)``.
+    :param int batch_size: datapoints per chunk.
+    :param int seed: seeds the chunks (see :func:`~pyro_vae.distributed.chunk_seed`); the
+        caller's RNG state is restored afterwards.
+    :param device: where chunks are sent (default: where ``data`` is).
+    :param world: a :class:`~pyro_vae.distributed.World` (default: one process).
+    :returns: dict of CPU tensors with first dimension ``N``.
+    """
+    from tqdm.auto import tqdm
+
+    from .distributed import SINGLE, chunk_seed
+
+    world = SINGLE if world is None else world
+    device = torch.device(device) if device is not None else data.device
+    starts = list(range(0, data.shape[0], int(batch_size)))
+    mine = {}
+    for index in tqdm(world.shard(len(starts)), disable=not progress or not world.is_main,
+                      unit="chunk", desc=desc):
+        x = data[starts[index]:starts[index] + batch_size].to(device)
+        with seeded(chunk_seed(seed, index), device), torch.no_grad():
+            mine[index] = {key: value.cpu() for key, value in compute(x).items()}
+    chunks = {}
+    for part in world.all_gather(mine):
+        chunks.update(part)
+    keys = chunks[0].keys()
+    return {key: torch.cat([chunks[i][key] for i in range(len(starts))]) for key in keys}
+
+
+def elbo(model, guide, data, batch_size=1000, seed=0, device=None, world=None):
     """Single-sample ELBO of every datapoint, in nats.
 
     :param callable model: a Pyro model (see :func:`log_weights`).
     :param callable guide: its guide.
     :param torch.Tensor data: ``(N, *event_shape)``.
     :param int batch_size: datapoints per chunk.
-    :param int seed: seeds the guide's samples; the caller's RNG state is restored after.
+    :param int seed: seeds the guide's samples, chunk by chunk (:func:`map_chunks`); the
+        caller's RNG state is restored after.
     :param device: where chunks are sent (default: where ``data`` is).
+    :param world: a :class:`~pyro_vae.distributed.World` to share the work with.
     :returns: tensor ``(N,)`` on the CPU.
     :raises ValueError: if ``data`` is empty.
     """
     if data.shape[0] == 0:
         raise ValueError("data is empty: there is nothing to evaluate")
-    device = torch.device(device) if device is not None else data.device
-    out = []
-    with seeded(seed, device), torch.no_grad():
-        for start in range(0, data.shape[0], batch_size):
-            x = data[start:start + batch_size].to(device)
-            out.append(log_weights(model, guide, x, 1)[0].cpu())
-    return torch.cat(out)
+    return map_chunks(lambda x: {"elbo": log_weights(model, guide, x, 1)[0]}, data,
+                      batch_size, seed, device, world)["elbo"]
 
 
-def elbo_terms(model, guide, data, batch_size=1000, seed=0, device=None, data_plate="data"):
+def elbo_terms(model, guide, data, batch_size=1000, seed=0, device=None, data_plate="data",
+               world=None):
     """The single-sample ELBO of every datapoint split into its terms, in nats:
     ``reconstruction`` (log p(x | z) of the observed sites) and, per latent site, the
     Monte Carlo KL term ``log q(z_s | .) - log p(z_s | .)`` at the joint sample (right for
     any order of sampling in model and guide; its sum over sites is the ELBO's KL).
+
+    The chunks are seeded by their index (:func:`map_chunks`); ``world`` shares them
+    among the ranks of a distributed job.
 
     :returns: dict of ``(N,)`` CPU tensors: ``"elbo"``, ``"reconstruction"`` and
         ``"kl/<site>"`` for every latent site.
@@ -210,25 +250,23 @@ def elbo_terms(model, guide, data, batch_size=1000, seed=0, device=None, data_pl
     if data.shape[0] == 0:
         raise ValueError("data is empty: there is nothing to evaluate")
     device = torch.device(device) if device is not None else data.device
-    parts = {}
     with seeded(seed, device), torch.no_grad():
         nesting = _max_plate_nesting(model, guide, data[:1].to(device))
-        for start in range(0, data.shape[0], batch_size):
-            x = data[start:start + batch_size].to(device)
-            b = x.shape[0]
-            model_trace, guide_trace, _ = particle_traces(model, guide, x, 1, nesting)
-            args = (data_plate, 1, b, nesting)
-            terms = {"reconstruction": _per_datapoint(model_trace, "model", *args,
-                                                      include="observed")[0]}
-            for name in _latent_order(guide_trace):
-                terms[f"kl/{name}"] = (
-                    _per_datapoint(guide_trace, "guide", *args, include={name}) -
-                    _per_datapoint(model_trace, "model", *args, include={name}))[0]
-            terms["elbo"] = terms["reconstruction"] - sum(
-                v for k, v in terms.items() if k.startswith("kl/"))
-            for key, value in terms.items():
-                parts.setdefault(key, []).append(value.cpu())
-    return {key: torch.cat(chunks) for key, chunks in parts.items()}
+
+    def compute(x):
+        model_trace, guide_trace, _ = particle_traces(model, guide, x, 1, nesting)
+        args = (data_plate, 1, x.shape[0], nesting)
+        terms = {"reconstruction": _per_datapoint(model_trace, "model", *args,
+                                                  include="observed")[0]}
+        for name in _latent_order(guide_trace):
+            terms[f"kl/{name}"] = (
+                _per_datapoint(guide_trace, "guide", *args, include={name}) -
+                _per_datapoint(model_trace, "model", *args, include={name}))[0]
+        terms["elbo"] = terms["reconstruction"] - sum(
+            v for k, v in terms.items() if k.startswith("kl/"))
+        return terms
+
+    return map_chunks(compute, data, batch_size, seed, device, world)
 
 
 # --------------------------------------------------------------------------------------
@@ -408,7 +446,7 @@ def _check_data(data, num_particles, batch_size, particle_batch):
 
 def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, particle_batch=500,
                    seed=0, device=None, ladder=None, diagnostics=True, data_plate="data",
-                   progress=False):
+                   progress=False, world=None):
     """Importance-weighted estimate of log p(x) for every datapoint, with error bars.
 
     For each datapoint, ``k`` particles ``z_s ~ q(z | x)`` give log weights
@@ -428,8 +466,9 @@ def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, parti
     :param int num_particles: k.
     :param int batch_size: datapoints per chunk.
     :param int particle_batch: particles per chunk.
-    :param int seed: seeds the guide's samples; the same arguments give the same numbers,
-        and the caller's RNG state is restored afterwards.
+    :param int seed: seeds the guide's samples, chunk by chunk (:func:`map_chunks`): the
+        same arguments give the same numbers, and the caller's RNG state is restored
+        afterwards.
     :param device: where chunks are evaluated (default: where ``data`` is); put the model
         there first.
     :param ladder: the k' at which the bound is also reported, from nested subsets of the
@@ -438,6 +477,9 @@ def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, parti
         computed).
     :param str data_plate: the name of the data plate.
     :param bool progress: show a tqdm bar over datapoint chunks.
+    :param world: a :class:`~pyro_vae.distributed.World`: with several ranks (torchrun)
+        each evaluates its share of the chunks and every rank gets the whole result, equal
+        to a one-process evaluation with the same seed.
     :returns: :class:`LogLikelihoodResult`.
     :raises ValueError: for data that is empty, not a tensor or holds NaN; k, batch_size or
         particle_batch below 1; a ladder value outside [1, k].
@@ -449,43 +491,36 @@ def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, parti
     if ladder and (ladder[0] < 1 or ladder[-1] > k):
         raise ValueError(f"ladder values must lie in [1, {k}], got {ladder}")
     device = torch.device(device) if device is not None else data.device
-    n = data.shape[0]
-    out = {name: [] for name in ("ll", "elbo", "ess", "khat", "mc_se")}
-    rungs = {kk: [] for kk in ladder}
     start_time = time.perf_counter()
-    from tqdm.auto import tqdm
-
-    validate = is_validation_enabled()
     with seeded(seed, device), torch.no_grad():
         nesting = _max_plate_nesting(model, guide, data[:1].to(device))
-        if validate:
-            # Pyro's checks (data in the likelihood's support, shapes) on every datapoint
-            # once, at k = 1: 1/k of the work. The k-particle passes then skip them: there
-            # they would check every value k times over.
-            for start in range(0, n, batch_size):
-                log_weights(model, guide, data[start:start + batch_size].to(device), 1,
-                            data_plate, nesting)
-        with pyro.validation_enabled(False):
-            for start in tqdm(range(0, n, batch_size), disable=not progress, unit="chunk",
-                              desc=f"log p(x), k={k}"):
-                x = data[start:start + batch_size].to(device)
-                lw = torch.cat([log_weights(model, guide, x, min(particle_batch, k - s),
-                                            data_plate, nesting)
-                                for s in range(0, k, particle_batch)]).double()
-                lse = torch.logsumexp(lw, 0)
-                ess = torch.exp(2 * lse - torch.logsumexp(2 * lw, 0))
-                out["ll"].append((lse - math.log(k)).cpu())
-                out["elbo"].append(lw.mean(0).cpu())
-                out["ess"].append(ess.cpu())
-                out["mc_se"].append(torch.sqrt((1 / ess - 1 / k).clamp(min=0)).cpu())
-                out["khat"].append(pareto_khat(lw) if diagnostics else
-                                   torch.full((x.shape[0],), float("nan"), dtype=torch.float64))
-                for kk in ladder:
-                    rungs[kk].append((torch.logsumexp(lw[:kk], 0) - math.log(kk)).cpu())
-    cat = {name: torch.cat(v) for name, v in out.items()}
+    if is_validation_enabled():
+        # Pyro's checks (data in the likelihood's support, shapes) on every datapoint once,
+        # at k = 1: 1/k of the work. The k-particle passes then skip them: there they would
+        # check every value k times over.
+        map_chunks(lambda x: {"lw": log_weights(model, guide, x, 1, data_plate, nesting)[0]},
+                   data, batch_size, seed, device, world)
+
+    def compute(x):
+        lw = torch.cat([log_weights(model, guide, x, min(particle_batch, k - s), data_plate,
+                                    nesting)
+                        for s in range(0, k, particle_batch)]).double()
+        lse = torch.logsumexp(lw, 0)
+        ess = torch.exp(2 * lse - torch.logsumexp(2 * lw, 0))
+        out = {"ll": lse - math.log(k), "elbo": lw.mean(0), "ess": ess,
+               "mc_se": torch.sqrt((1 / ess - 1 / k).clamp(min=0)),
+               "khat": (pareto_khat(lw) if diagnostics else
+                        torch.full((x.shape[0],), float("nan"), dtype=torch.float64))}
+        for kk in ladder:
+            out[f"ladder/{kk}"] = torch.logsumexp(lw[:kk], 0) - math.log(kk)
+        return out
+
+    with pyro.validation_enabled(False):
+        cat = map_chunks(compute, data, batch_size, seed, device, world, progress,
+                         desc=f"log p(x), k={k}")
     return LogLikelihoodResult(
         log_likelihood=cat["ll"], elbo=cat["elbo"], ess=cat["ess"], khat=cat["khat"],
-        mc_se=cat["mc_se"], ladder={kk: torch.cat(v) for kk, v in rungs.items()},
+        mc_se=cat["mc_se"], ladder={kk: cat[f"ladder/{kk}"] for kk in ladder},
         num_particles=k, event_size=int(data[0].numel()), seed=int(seed),
         fingerprint=data_fingerprint(data), seconds=time.perf_counter() - start_time,
         khat_fitted=bool(diagnostics) and k >= MIN_PARTICLES_KHAT)

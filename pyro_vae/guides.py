@@ -306,3 +306,70 @@ class SplineGuide(FlowGuide):
         return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation,
                    num_flows=cls.default_num_flows if num_flows is None else num_flows,
                    flow_hidden=flow_hidden, count_bins=count_bins, **ctx.networks)
+
+
+class DeltaGuide(DiagonalNormalGuide):
+    """A point mass :math:`q(z|x) = \\delta(z - f(x))`: with it the ELBO is
+    :math:`\\log p(x | f(x)) + \\log p(f(x))`, so SVI trains an amortized MAP autoencoder
+    (a deterministic autoencoder whose code is regularized by the prior's log density),
+    the baseline a VAE is contrasted with. With ``noise > 0`` the encoder sees a corrupted
+    input while training, a denoising autoencoder (Vincent et al. 2008, "Extracting and
+    Composing Robust Features with Denoising Autoencoders", ICML): each input value is set
+    to 0 with probability ``noise`` (masking noise); the likelihood still scores the clean
+    ``x``.
+
+    A point mass has no density away from its point, so q cannot be used for importance
+    sampling: the IWAE bound of a model with this guide is not a bound on log p(x)
+    (:mod:`pyro_vae.evaluate` refuses it).
+
+    :param float noise: masking probability in [0, 1) applied in training mode only.
+    :raises ValueError: for ``noise`` outside [0, 1).
+
+    Shapes: ``x`` ``(B, *event_shape)`` -> ``Delta`` with batch ``(B,)``, event ``(D,)``.
+    """
+
+    invertible = False
+    precision_weighting = False
+    #: q is a point mass: its log density is 0 at its point and undefined elsewhere.
+    point_mass = True
+
+    def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus",
+                 noise=0.0, **networks):
+        if not 0.0 <= float(noise) < 1.0:
+            raise ValueError(f"noise is a masking probability in [0, 1), got {noise}")
+        self.noise = float(noise)
+        super().__init__(event_shape, latent_dim, hidden, activation, **networks)
+
+    @classmethod
+    def build(cls, ctx, noise=0.0):
+        """Build from a recipe (option ``noise``: masking probability of the denoising
+        variant, 0 for a plain autoencoder)."""
+        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation, noise=noise,
+                   **ctx.networks)
+
+    def num_outputs(self):
+        """Size of the encoder's output: the point, D values."""
+        return self.latent_dim
+
+    def corrupt(self, x):
+        """``x`` with each value set to 0 with probability :attr:`noise` (in training mode;
+        unchanged in eval mode or with ``noise = 0``)."""
+        if not self.training or self.noise == 0.0:
+            return x
+        keep = torch.rand_like(x) >= self.noise
+        return x * keep
+
+    def base(self, params, prior=None):
+        """The point mass at the encoder's output ``(..., D)``."""
+        if prior is not None:
+            raise ValueError("a point-mass guide cannot be combined with a prior conditional "
+                             "(ladder inference); use inference = 'bottom_up'")
+        return dist.Delta(params, event_dim=1)
+
+    def encode(self, x):
+        """Run the encoder on the (corrupted, in training) input: ``(h, point)``."""
+        return super().encode(self.corrupt(x))
+
+    def forward(self, x):
+        """Return the point mass q(z|x) for a batch ``x`` of shape ``(B, *event_shape)``."""
+        return self.base(self.encoder(flatten_event(self.corrupt(x), self.event_shape)))

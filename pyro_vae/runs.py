@@ -159,7 +159,7 @@ def load_run(run_dir, device="auto", weights="auto"):
     return vae, config, state
 
 
-def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False):
+def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, world=None):
     """Evaluate a trained VAE on its test set: log-likelihood, ELBO, diagnostics, latents.
 
     :param vae: the model (on ``device``).
@@ -170,6 +170,10 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False):
         :meth:`~pyro_vae.evaluate.LogLikelihoodResult.summary` and
         :meth:`~pyro_vae.evaluate.LatentReport.summary`) and the
         :class:`~pyro_vae.evaluate.LogLikelihoodResult`.
+
+    With a :class:`~pyro_vae.distributed.World` of several ranks the log-likelihood is
+    shared among them (every rank gets the result); the latent report is computed on rank 0
+    only, and the other ranks' summary holds the log-likelihood part alone.
     """
     e = config.eval
     k = e.k if k is None else int(k)
@@ -177,7 +181,9 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False):
     vae.eval()
     result = evaluate.log_likelihood(vae.model, vae.guide, test, num_particles=k,
                                      batch_size=e.batch_size, particle_batch=e.particle_batch,
-                                     seed=seed, device=device, progress=progress)
+                                     seed=seed, device=device, progress=progress, world=world)
+    if world is not None and not world.is_main:
+        return result.summary(), result
     latents = evaluate.latent_report(vae.model, vae.guide, test, seed=seed, device=device,
                                      batch_size=max(e.batch_size, 100))
     return {**result.summary(), **latents.summary()}, result

@@ -38,7 +38,8 @@ from . import evaluate
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import build_vae
 from .data import EpochBatches, keep_classes, load_dataset, prepare_eval_splits
-from .errors import ConfigError, TrainingDiverged
+from .distributed import SINGLE, rank_seed
+from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .nets import MLP, ConvDecoder, ConvEncoder
 from .objectives import ELBO, FreeBitsELBO, IWAEObjective, ScaleLatents, make_objective
 from .runs import (evaluate_run, read_metrics, resolve_device, save_result, update_eval_json,
@@ -133,6 +134,12 @@ class Trainer:
     :param float lr_decay: see ``lr_schedule``.
     :param int total_steps: the run's planned number of steps (for ``cosine``).
     :param float clip_norm: clip the global gradient norm to this (0: off).
+    :param world: a :class:`~pyro_vae.distributed.World`. With several ranks the loss is
+        computed through :class:`~torch.nn.parallel.DistributedDataParallel` (which
+        averages the gradients over the ranks) and scaled by the world size, so each step
+        follows the gradient of the loss summed over the whole global batch, as one
+        process would; ``batches`` must then hold this rank's shards. The ranks agree after
+        every step on stopping (SIGINT on any rank) and on a non-finite loss.
 
     Everything that varies along the run is a function of :attr:`step`, so a resumed run
     continues the same warm-up and schedule.
@@ -141,8 +148,10 @@ class Trainer:
     """
 
     def __init__(self, vae, batches, lr=1e-3, loss=None, beta=1.0, warmup_steps=0,
-                 lr_schedule="constant", lr_decay=1.0, total_steps=None, clip_norm=0.0):
+                 lr_schedule="constant", lr_decay=1.0, total_steps=None, clip_norm=0.0,
+                 world=None):
         self.vae = vae
+        self.world = SINGLE if world is None else world
         self.batches = batches
         self.loss = loss if loss is not None else ELBO()
         self.parameters = [p for p in vae.parameters() if p.requires_grad]
@@ -159,6 +168,25 @@ class Trainer:
         self.stop_requested = False
         self._found_inf = None
         self._lr_set = self.lr
+        self._forward = _LossModule(self)
+        if self.world.distributed:
+            self._forward = self._data_parallel()
+
+    def _data_parallel(self):
+        """The loss module wrapped in DistributedDataParallel (which broadcasts rank 0's
+        weights at construction). Parameters that the loss does not reach (found by one
+        probe step on two training images, RNG state kept) make DDP look for unused
+        parameters every step; otherwise it does not."""
+        x = self.batches.train[:2]
+        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False), \
+                self._unregistered():
+            self._loss(x, self.kl_weight()).backward()
+        unused = any(p.grad is None for p in self.parameters)
+        self.optimizer.zero_grad(set_to_none=True)
+        ids = [x.device.index or 0] if x.device.type == "cuda" else None
+        return torch.nn.parallel.DistributedDataParallel(
+            self._forward, device_ids=ids, find_unused_parameters=unused)
 
     def kl_weight(self, step=None):
         """The KL weight at ``step`` (default: the next step): ``beta * min(1, (step + 1) /
@@ -201,14 +229,25 @@ class Trainer:
             parameters are not updated with that step.
         """
         with pyro.validation_enabled(self.step == 0), self._unregistered():
-            loss = self._loss(x, self.kl_weight())
+            loss = self._forward(x, self.kl_weight())
         value = loss.item()
         where = f"at epoch {self.epoch + 1}, step {self.step + 1}"
-        if not math.isfinite(value):
+        world = self.world
+        if not math.isfinite(value) and not world.distributed:
             raise TrainingDiverged(f"the loss became {value} {where}", epoch=self.epoch + 1,
                                    step=self.step + 1)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP averages the ranks' gradients: scaled by the world size, the average is the
+        # gradient of the loss summed over the global batch
+        (loss * world.size if world.distributed else loss).backward()
+        if world.distributed:
+            # every rank takes the same decision, or the next collective would hang
+            bad_loss, stop = world.all_reduce([not math.isfinite(value), self.stop_requested],
+                                              op="max")
+            if bad_loss:
+                raise TrainingDiverged(f"the loss became non-finite on a rank {where}",
+                                       epoch=self.epoch + 1, step=self.step + 1)
+            self.stop_requested = bool(stop)
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         if self._non_finite_gradient():
@@ -269,7 +308,8 @@ class Trainer:
                                          refresh=False)
             if self.stop_requested:
                 return None
-        value = -self.epoch_loss / self.epoch_count
+        total, count = self.world.all_reduce([self.epoch_loss, self.epoch_count])
+        value = -total / count
         self.epoch += 1
         self.batch_in_epoch, self.epoch_loss, self.epoch_count = 0, 0.0, 0
         return value
@@ -281,10 +321,17 @@ class Trainer:
         rng = rng_state(self.batches)
         if self.batch_in_epoch:
             rng["data"] = self.batches.epoch_start_state
-        return {"model": self.vae.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "epoch": self.epoch, "step": self.step, "rng": rng,
-                "batch_in_epoch": self.batch_in_epoch, "epoch_loss": self.epoch_loss,
-                "epoch_count": self.epoch_count}
+        # a collective in a distributed run: every rank calls it, rank 0 writes the result
+        epoch_loss, epoch_count = self.world.all_reduce([self.epoch_loss, self.epoch_count])
+        state = {"model": self.vae.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "epoch": self.epoch, "step": self.step, "rng": rng,
+                 "batch_in_epoch": self.batch_in_epoch, "epoch_loss": epoch_loss,
+                 "epoch_count": int(epoch_count)}
+        if self.world.distributed:
+            # each rank samples with its own RNG; the data generator is shared
+            state["rng_ranks"] = self.world.all_gather(
+                {key: rng[key] for key in ("torch", "cuda") if key in rng})
+        return state
 
     def load_state_dict(self, state):
         """Restore what :meth:`state_dict` returned."""
@@ -296,6 +343,30 @@ class Trainer:
         self.epoch_loss = float(state.get("epoch_loss", 0.0))
         self.epoch_count = int(state.get("epoch_count", 0))
         set_rng_state(state["rng"], self.batches)
+        world = self.world
+        if world.rank > 0:  # the epoch's partial sums are global: rank 0 carries them
+            self.epoch_loss, self.epoch_count = 0.0, 0
+        ranks = state.get("rng_ranks")
+        if ranks is not None and len(ranks) == world.size:
+            torch.set_rng_state(ranks[world.rank]["torch"])
+            if "cuda" in ranks[world.rank] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ranks[world.rank]["cuda"])
+        elif world.rank > 0 or ranks is not None:
+            # resumed with another number of ranks: every rank still needs its own stream
+            pyro.set_rng_seed(rank_seed(self.step, world.rank))
+
+
+class _LossModule(torch.nn.Module):
+    """The trainer's loss as a module whose ``forward(x, kl_weight)`` returns it, the form
+    DistributedDataParallel wraps (its hooks run in ``forward``)."""
+
+    def __init__(self, trainer):
+        super().__init__()
+        self.vae = trainer.vae
+        object.__setattr__(self, "_trainer", trainer)  # not a submodule
+
+    def forward(self, x, kl_weight):
+        return self._trainer._loss(x, kl_weight)
 
 
 def seed_everything(seed):
@@ -313,17 +384,25 @@ class Run:
     :param bool quiet: no progress bar.
     :param loss: an objective object for :class:`Trainer` (default: the recipe's
         ``train.objective``).
+    :param world: a :class:`~pyro_vae.distributed.World` (default: one process). With
+        several ranks every rank builds the same run and trains its shard of each batch;
+        only rank 0 writes to the run folder (checkpoints are gathered from all ranks and
+        read back by rank 0, then broadcast, so other nodes need no shared file system);
+        ``device`` is then the rank's own (``world.device``).
     :raises ConfigError, DataError: for a bad recipe or data.
 
     :ivar str stop_reason: after :meth:`fit`: ``"epochs"``, ``"early_stopping"``,
         ``"max_minutes"`` or ``"interrupted"``.
     """
 
-    def __init__(self, config, run_dir, device="auto", quiet=False, loss=None):
+    def __init__(self, config, run_dir, device="auto", quiet=False, loss=None, world=None):
         self.config = config
         self.run_dir = Path(run_dir)
+        self.world = world = SINGLE if world is None else world
+        if world.distributed:
+            device = world.device
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.quiet = quiet
+        self.quiet = quiet or not world.is_main
         cfg = config
         # a fresh run owns Pyro's global param store, as in Pyro's examples: names left by
         # an earlier model in this process would otherwise shadow this one's parameters
@@ -334,18 +413,22 @@ class Run:
         self.vae = build_vae(cfg.model, self.data.event_shape, self.data.image_shape).to(
             self.device)
         check_compatible(self.vae.likelihood, self.data, cfg.data.binarization)
+        if world.rank > 0:  # same initial weights, then each rank's own samples
+            seed_everything(rank_seed(cfg.train.seed, world.rank))
         if cfg.train.compile:
             compile_networks(self.vae)
         self.validation, self.test = prepare_eval_splits(self.data, cfg.data.binarization)
         batches = EpochBatches(self.data.train.to(self.device), cfg.train.batch_size,
-                               cfg.data.binarization, seed=cfg.train.seed)
+                               cfg.data.binarization, seed=cfg.train.seed, rank=world.rank,
+                               world_size=world.size)
         t = cfg.train
         if loss is None:
             loss = make_objective(t.objective, t.num_particles, t.free_bits)
         self.trainer = Trainer(self.vae, batches, lr=t.lr, loss=loss, beta=t.beta,
                                warmup_steps=round(t.warmup_epochs * len(batches)),
                                lr_schedule=t.lr_schedule, lr_decay=t.lr_decay,
-                               total_steps=t.epochs * len(batches), clip_norm=t.clip_norm)
+                               total_steps=t.epochs * len(batches), clip_norm=t.clip_norm,
+                               world=world)
         self.best = {"epoch": 0, "validation_elbo": None, "bad_epochs": 0}
         self.elapsed = 0.0
         self.stop_reason = None
@@ -368,23 +451,49 @@ class Run:
         return state
 
     def save(self, best=False):
-        """Write the checkpoint (and, with ``best``, ``best.pt``) atomically."""
+        """Write the checkpoint (and, with ``best``, ``best.pt``) atomically (rank 0; in a
+        distributed run every rank must call it: the state is gathered)."""
         state = self._state()
+        if not self.world.is_main:
+            return
         save_checkpoint(state, self.checkpoint_path)
         if best:
             save_checkpoint(state, self.best_path)
+
+    def _load(self, path):
+        """A checkpoint read by rank 0 and sent to every rank.
+
+        :raises CheckpointError: on every rank, for a missing or bad checkpoint.
+        """
+        world = self.world
+        state, error = None, None
+        if world.is_main:
+            try:
+                state = load_checkpoint(path, map_location="cpu")
+            except CheckpointError as e:
+                error = e
+        if world.distributed:
+            state, message = world.broadcast((state, None if error is None else str(error)))
+            if message is not None:
+                raise CheckpointError(message)
+        elif error is not None:
+            raise error
+        return _to_device(state, self.device)
 
     def resume(self):
         """Load the run's checkpoint and drop metrics of epochs it does not hold.
 
         :raises CheckpointError: for a missing or bad checkpoint.
         """
-        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
+        state = self._load(self.checkpoint_path)
         self.trainer.load_state_dict(state)
         self.best = dict(state.get("best", self.best))
         self.elapsed = float(state.get("elapsed", 0.0))
-        metrics = [m for m in read_metrics(self.run_dir) if m["epoch"] <= self.trainer.epoch]
-        (self.run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+        if self.world.is_main:
+            metrics = [m for m in read_metrics(self.run_dir)
+                       if m["epoch"] <= self.trainer.epoch]
+            (self.run_dir / "metrics.jsonl").write_text(
+                "".join(json.dumps(m) + "\n" for m in metrics))
 
     def validation_terms(self):
         """Means over the validation set (seeded, single sample) of the ELBO, its
@@ -394,7 +503,8 @@ class Run:
         with eager():
             terms = evaluate.elbo_terms(self.vae.model, self.vae.guide, self.validation,
                                         10 * self.config.eval.batch_size,
-                                        seed=self.config.eval.seed, device=self.device)
+                                        seed=self.config.eval.seed, device=self.device,
+                                        world=self.world)
         self.vae.train()
         return {key: float(value.double().mean()) for key, value in terms.items()}
 
@@ -423,7 +533,9 @@ class Run:
         """
         t = self.config.train
         epochs = t.epochs if epochs is None else int(epochs)
-        write_json(self.run_dir / "config.json", self.config.to_dict())
+        main = self.world.is_main
+        if main:
+            write_json(self.run_dir / "config.json", self.config.to_dict())
         trainer = self.trainer
         remaining = max(0, epochs * len(trainer.batches) - trainer.step)
         records = []
@@ -463,12 +575,13 @@ class Run:
                     self.elapsed = time.perf_counter() - started
                     # the metrics line first, then the checkpoint: killed in between, the
                     # resumed run drops the line of the epoch the checkpoint does not hold
-                    with open(self.run_dir / "metrics.jsonl", "a") as f:
-                        f.write(json.dumps(record) + "\n")
+                    if main:
+                        with open(self.run_dir / "metrics.jsonl", "a") as f:
+                            f.write(json.dumps(record) + "\n")
                     self.save(best=is_best)
                     records.append(record)
-                    if t.max_minutes and trainer.epoch < epochs and \
-                            self.elapsed + seconds > 60 * t.max_minutes:
+                    if t.max_minutes and trainer.epoch < epochs and self.world.any(
+                            self.elapsed + seconds > 60 * t.max_minutes):
                         self.stop_reason = "max_minutes"
                         break
             finally:
@@ -485,15 +598,18 @@ class Run:
         """Evaluate on the test set (IWAE with the recipe's k) into ``eval.json``, save the
         per-datapoint estimates, and draw the figures. With early stopping
         (``train.patience``), the weights of the best validation epoch (``best.pt``) are
-        the ones evaluated. Returns the summary dict."""
+        the ones evaluated. In a distributed run the ranks share the estimate and rank 0
+        writes. Returns the summary dict."""
         evaluated_epoch = self.trainer.epoch
-        if self.config.train.patience and self.best_path.exists():
-            state = load_checkpoint(self.best_path, map_location=self.device)
+        if self.config.train.patience and self.world.broadcast(self.best_path.exists()):
+            state = self._load(self.best_path)
             self.vae.load_state_dict(state["model"])
             evaluated_epoch = int(state["epoch"])
         with eager():
             summary, result = evaluate_run(self.vae, self.test, self.config, self.device,
-                                           progress=not self.quiet)
+                                           progress=not self.quiet, world=self.world)
+        if not self.world.is_main:
+            return summary
         save_result(self.run_dir, result)
         summary.update(run=str(self.run_dir), epochs=self.trainer.epoch, steps=self.trainer.step,
                        evaluated_epoch=evaluated_epoch, stopped=self.stop_reason,
@@ -506,6 +622,18 @@ class Run:
             write_figures(self.vae, self.test, self.data.image_shape, self.run_dir, metrics,
                           seed=self.config.train.seed)
         return summary
+
+
+def _to_device(state, device):
+    """``state`` (nested dicts and lists of tensors and plain data) with every tensor on
+    ``device``, RNG states (uint8 tensors) left on the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state if state.dtype == torch.uint8 else state.to(device)
+    if isinstance(state, dict):
+        return {key: _to_device(value, device) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_to_device(value, device) for value in state]
+    return state
 
 
 def compile_networks(module):
@@ -526,18 +654,29 @@ def eager():
     return torch.compiler.set_stance("force_eager")
 
 
+#: In a distributed run, SIGINTs this close together count as one (see
+#: :func:`_sigint_requests_stop`).
+REPEAT_SIGINT_SECONDS = 2.0
+
+
 @contextmanager
 def _sigint_requests_stop(trainer):
     """While training in the main thread, the first SIGINT asks the trainer to stop after
     its current step (the run then saves a resumable checkpoint); a second one interrupts
-    at once."""
+    at once. Under torchrun a worker gets Ctrl-C twice (from the terminal and forwarded by
+    torchrun), so there a second SIGINT counts only after :data:`REPEAT_SIGINT_SECONDS`."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    first = []
 
     def handler(signum, frame):
-        if trainer.stop_requested:
+        now = time.monotonic()
+        if first and (not trainer.world.distributed or
+                      now - first[0] > REPEAT_SIGINT_SECONDS):
             raise KeyboardInterrupt
+        if not first:
+            first.append(now)
         trainer.stop_requested = True
 
     previous = signal.signal(signal.SIGINT, handler)
