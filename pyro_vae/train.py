@@ -168,6 +168,7 @@ class Trainer:
         self.stop_requested = False
         self._found_inf = None
         self._lr_set = self.lr
+        self._stop_agreed = False
         self._forward = _LossModule(self)
         if self.world.distributed:
             self._forward = self._data_parallel()
@@ -247,7 +248,7 @@ class Trainer:
             if bad_loss:
                 raise TrainingDiverged(f"the loss became non-finite on a rank {where}",
                                        epoch=self.epoch + 1, step=self.step + 1)
-            self.stop_requested = bool(stop)
+            self._stop_agreed = bool(stop)
         if self.clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
         if self._non_finite_gradient():
@@ -306,7 +307,10 @@ class Trainer:
                     progress.set_postfix(epoch=self.epoch + 1,
                                          elbo=f"{-self.epoch_loss / self.epoch_count:.2f}",
                                          refresh=False)
-            if self.stop_requested:
+            # in a distributed run the decision taken together in the step, never the local
+            # flag: a signal arriving after that exchange would leave the ranks out of step
+            if self._stop_agreed if self.world.distributed else self.stop_requested:
+                self.stop_requested = self._stop_agreed = True
                 return None
         total, count = self.world.all_reduce([self.epoch_loss, self.epoch_count])
         value = -total / count
