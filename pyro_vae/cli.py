@@ -56,6 +56,8 @@ def build_parser():
     t.add_argument("--lr", type=float, help="Adam learning rate")
     t.add_argument("--seed", type=int, help="random seed")
     t.add_argument("--latent-dim", type=int, help="size of the latent z")
+    t.add_argument("--labels", type=int,
+                   help="semi-supervised recipes: training images that keep their label")
     t.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
                    help="override any recipe value, e.g. --set model.hidden=[200,200] "
                         "(repeatable)")
@@ -94,6 +96,9 @@ def build_parser():
     s.add_argument("--layers", action="store_true",
                    help="hierarchical VAEs: one panel per layer, each row with that layer "
                         "fixed and the layers below resampled (-n is then rows x 8 columns)")
+    s.add_argument("--label", type=int, default=None,
+                   help="conditional and semi-supervised models: draw this class only "
+                        "(default: the classes in turn)")
     _add_device(s)
 
     e = sub.add_parser("export", help="latent posterior draws of test images as ArviZ netCDF",
@@ -150,7 +155,7 @@ def _overrides(args):
     for flag, key in (("data", "data.name"), ("data_dir", "data.data_dir"),
                       ("epochs", "train.epochs"), ("batch_size", "train.batch_size"),
                       ("lr", "train.lr"), ("seed", "train.seed"),
-                      ("latent_dim", "model.latent_dim")):
+                      ("latent_dim", "model.latent_dim"), ("labels", "data.labels")):
         if getattr(args, flag) is not None:
             pairs[key] = getattr(args, flag)
     if args.download:
@@ -212,6 +217,9 @@ def _print_summary(summary):
         print(f"evaluated:       the best validation epoch, {summary['evaluated_epoch']} (best.pt)")
     if "validation_elbo" in summary:
         print(f"validation ELBO: {summary['validation_elbo']:.3f} nats")
+    if "test_accuracy" in summary:
+        print(f"classifier:      {100 * summary['test_accuracy']:.2f}% test accuracy of q(y|x) "
+              f"({summary['num_labelled']} labelled training images)")
     print(f"test set:        {summary['num_test']} images; all values in nats per image")
     _print_table(["test"], [evaluation_rows(summary)])
 
@@ -383,7 +391,17 @@ def cmd_sample(args):
     vae, _, state = load_run(args.run, device)
     if args.layers and getattr(vae, "num_layers", 1) < 2:
         raise ConfigError(f"--layers needs a hierarchical VAE; {args.run} has one latent layer")
+    if args.label is not None:
+        if not vae.context_dim or vae.num_classes is None:
+            raise ConfigError(f"--label needs a model of labels (model.conditional or "
+                              f"model.semi_supervised); {args.run} has none")
+        if not 0 <= args.label < vae.num_classes:
+            raise ConfigError(f"--label must lie in [0, {vae.num_classes}), got {args.label}")
+        if args.layers:
+            raise ConfigError("--label and --layers exclude each other")
     kind = "layers" if args.layers else "samples"
+    if args.label is not None:
+        kind = f"samples-label{args.label}"
     out = Path(args.output) if args.output else \
         Path(args.run) / f"{kind}-{args.num_samples}-seed{args.seed}.png"
     if out.exists() and not args.overwrite:
@@ -396,9 +414,12 @@ def cmd_sample(args):
             ax = plots.plot_layer_samples(vae, image_shape,
                                           num_rows=max(1, args.num_samples // 8))[0]
         else:
-            images = vae.sample(args.num_samples)
+            y = None if args.label is None else \
+                torch.full((args.num_samples,), args.label, dtype=torch.long, device=device)
+            images = vae.sample(args.num_samples, y=y)
             ax = plots.plot_images(images, image_shape,
-                                   title=f"{args.num_samples} samples (pixel means)")
+                                   title=f"{args.num_samples} samples (pixel means)" +
+                                   ("" if y is None else f", label {args.label}"))
     plots.save_figure(ax, out)
     print(out)
     return 0

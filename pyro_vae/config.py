@@ -25,13 +25,16 @@ from .guides import (DeltaGuide, DiagonalNormalGuide, FullCovNormalGuide, IAFGui
                      RadialGuide, SplineGuide)
 from .likelihoods import (BernoulliLikelihood, ContinuousBernoulliLikelihood,
                           DiscretizedLogisticLikelihood, GaussianLikelihood)
-from .priors import FlowPrior, MixtureOfGaussiansPrior, StandardNormalPrior, VampPrior
+from .priors import (ConditionalNormalPrior, FlowPrior, MixtureOfGaussiansPrior, StandardNormalPrior,
+                     VampPrior)
 from .hierarchy import BottomUpGuide, GaussianConditional, HierarchicalVAE, LadderGuide, TopPosterior
+from .nets import MLP, event_size
 from .vae import VAE
 
 #: Priors by name; each class has ``build(ctx, **options)``.
 PRIORS = {
     "standard_normal": StandardNormalPrior,
+    "conditional_normal": ConditionalNormalPrior,
     "mog": MixtureOfGaussiansPrior,
     "vamp": VampPrior,
     "flow": FlowPrior,
@@ -68,6 +71,7 @@ class BuildContext:
     :ivar str network: ``"mlp"`` or ``"conv"``.
     :ivar tuple image_shape: ``(C, H, W)`` of one image (for convolutional networks).
     :ivar guide: the guide module, once built (the VampPrior shares it).
+    :ivar int context_dim: the size of a conditional prior's context y (0: none).
     """
 
     event_shape: tuple
@@ -77,6 +81,7 @@ class BuildContext:
     network: str = "mlp"
     image_shape: tuple = None
     guide: object = None
+    context_dim: int = 0
 
     @property
     def networks(self):
@@ -110,6 +115,15 @@ class ModelConfig:
         ``[model.prior_options]``), e.g. ``num_pseudo = 500`` for ``vamp``.
     :ivar dict guide_options: likewise for the guide, e.g. ``num_flows = 2`` for ``iaf``.
     :ivar dict likelihood_options: likewise for the likelihood.
+    :ivar bool conditional: a conditional VAE (Sohn et al. 2015): the guide q(z|x,y) and the
+        likelihood p(x|z,y) read the class label y (one-hot) beside their input; the prior
+        is p(z|y) when it is conditional (``conditional_normal``). MLP networks only.
+    :ivar bool semi_supervised: the M2 model (Kingma et al. 2014, arXiv:1406.5298): y is a
+        latent site with a classifier q(y|x) (an MLP with ``classifier_hidden``), observed
+        on labelled images (``data.labels`` of them) and summed out on the others.
+    :ivar int num_classes: the number of classes of y (0: taken from the data's labels when
+        a run starts; the resolved recipe stores the number).
+    :ivar list classifier_hidden: hidden sizes of q(y|x) (empty: ``hidden``).
     """
 
     prior: str = "standard_normal"
@@ -123,6 +137,15 @@ class ModelConfig:
     prior_options: dict = field(default_factory=dict)
     guide_options: dict = field(default_factory=dict)
     likelihood_options: dict = field(default_factory=dict)
+    conditional: bool = False
+    semi_supervised: bool = False
+    num_classes: int = 0
+    classifier_hidden: list = field(default_factory=list)
+
+    @property
+    def uses_labels(self):
+        """Whether the model reads class labels (conditional or semi-supervised)."""
+        return self.conditional or self.semi_supervised
 
     @property
     def hierarchical(self):
@@ -185,6 +208,8 @@ class DataConfig:
     :ivar bool download: allow torchvision to download missing files.
     :ivar list classes: train (and validate) on these classes only (empty: all); the
         test set is kept whole, e.g. to score a held-out class as anomalies. Needs labels.
+    :ivar int labels: for a semi-supervised model, how many training images keep their
+        label (the same number from each class, drawn with ``train.seed``); 0: all.
     """
 
     name: str = "digits"
@@ -192,6 +217,7 @@ class DataConfig:
     data_dir: str | None = None
     download: bool = False
     classes: list = field(default_factory=list)
+    labels: int = 0
 
 
 @dataclass
@@ -223,6 +249,9 @@ class TrainConfig:
     :ivar bool compile: compile the encoder and decoder networks with ``torch.compile``
         for training (the first steps then take a minute longer; validation and test
         evaluation run uncompiled). Needs a C++ compiler on the CPU.
+    :ivar float classifier_weight: for a semi-supervised model, the weight alpha of the
+        labelled images' classification loss -log q(y|x), per image (see
+        :class:`~pyro_vae.objectives.SemiSupervisedELBO`).
     """
 
     epochs: int = 300
@@ -240,6 +269,7 @@ class TrainConfig:
     patience: int = 0
     max_minutes: float = 0.0
     compile: bool = False
+    classifier_weight: float = 50.0
 
 
 @dataclass
@@ -519,6 +549,8 @@ def build_vae(model_config, event_shape, image_shape=None):
     if m.inference != "bottom_up" or not isinstance(m.guide, str):
         raise ConfigError("model.inference and a list of guides apply to hierarchical VAEs: "
                           "give model.latent_dim as a list of layer sizes, e.g. [100, 50]")
+    if m.uses_labels:
+        return _build_with_labels(m, ctx, hidden[0])
     guide = build_component(GUIDES, m.guide, "guide", ctx, m.guide_options)
     prior = build_component(PRIORS, m.prior, "prior", dataclasses.replace(ctx, guide=guide),
                             m.prior_options)
@@ -526,6 +558,39 @@ def build_vae(model_config, event_shape, image_shape=None):
                                  dataclasses.replace(ctx, hidden=hidden[0][::-1]),
                                  m.likelihood_options)
     return VAE(prior, guide, likelihood, event_shape=event_shape)
+
+
+def _build_with_labels(m, ctx, hidden):
+    """The conditional (CVAE) and semi-supervised (M2) branch of :func:`build_vae`: the
+    guide's network reads x and the one-hot label side by side, the decoder z and the
+    label; M2 adds the classifier q(y|x)."""
+    if m.conditional and m.semi_supervised:
+        raise ConfigError("model.conditional and model.semi_supervised exclude each other: "
+                          "M2 (semi_supervised) already conditions on its label site y")
+    if not _positive_int(m.num_classes) or m.num_classes < 2:
+        raise ConfigError(f"model.num_classes must be at least 2 for a model of labels, got "
+                          f"{m.num_classes!r} (0 is resolved from the data when a run starts)")
+    if m.network != "mlp":
+        raise ConfigError("conditional and semi-supervised models use MLP networks (the label "
+                          "is read beside the flattened image); set model.network = 'mlp'")
+    if m.prior == "vamp":
+        raise ConfigError("the VampPrior mixes q(z|u) over pseudo-inputs u, which has no label "
+                          "here; choose standard_normal, conditional_normal or another prior")
+    k = int(m.num_classes)
+    guide_ctx = dataclasses.replace(ctx, event_shape=(event_size(ctx.event_shape) + k,))
+    guide = build_component(GUIDES, m.guide, "guide", guide_ctx, m.guide_options)
+    prior = build_component(PRIORS, m.prior, "prior",
+                            dataclasses.replace(ctx, guide=guide, context_dim=k), m.prior_options)
+    likelihood = build_component(LIKELIHOODS, m.likelihood, "likelihood",
+                                 dataclasses.replace(ctx, hidden=hidden[::-1],
+                                                     latent_dim=ctx.latent_dim + k),
+                                 m.likelihood_options)
+    classifier = None
+    if m.semi_supervised:
+        classifier = MLP(event_size(ctx.event_shape), list(m.classifier_hidden or hidden), k,
+                         ctx.activation)
+    return VAE(prior, guide, likelihood, event_shape=ctx.event_shape, context_dim=k,
+               num_classes=k, classifier=classifier)
 
 
 def _build_hierarchical(m, ctx, dims, hidden):

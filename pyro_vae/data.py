@@ -454,6 +454,38 @@ def keep_classes(data, classes):
                                validation_labels=splits["validation"][1])
 
 
+def labelled_subset(labels, num_labelled, seed):
+    """Indices of ``num_labelled`` training images that keep their label, the same number
+    from every class (the first classes take one more when it does not divide), drawn at
+    random with ``seed``: the usual protocol of semi-supervised benchmarks (Kingma et al.
+    2014, arXiv:1406.5298).
+
+    :param torch.Tensor labels: ``(N,)`` integer labels.
+    :param int num_labelled: how many; 0 or ``N``: all.
+    :returns: a sorted int64 tensor of indices.
+    :raises DataError: for a number outside ``[0, N]``, fewer than one per class, or a class
+        with too few images.
+    """
+    n = labels.shape[0]
+    if num_labelled == 0 or num_labelled == n:
+        return torch.arange(n)
+    classes = labels.unique().tolist()
+    if not len(classes) <= num_labelled <= n:
+        raise DataError(f"data.labels must lie between the number of classes ({len(classes)}) "
+                        f"and the number of training images ({n}), or be 0 for all; got "
+                        f"{num_labelled}")
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen = []
+    for i, c in enumerate(classes):
+        want = num_labelled // len(classes) + (i < num_labelled % len(classes))
+        members = (labels == c).nonzero().flatten()
+        if members.shape[0] < want:
+            raise DataError(f"class {c} has {members.shape[0]} training images, fewer than the "
+                            f"{want} labelled ones asked for")
+        chosen.append(members[torch.randperm(members.shape[0], generator=generator)[:want]])
+    return torch.cat(chosen).sort().values
+
+
 def binarize(x, seed=None, generator=None):
     """Sample binary images: each pixel ~ Bernoulli(intensity).
 
@@ -512,10 +544,18 @@ class EpochBatches:
         disjoint and together make the batch one process would train on. A last batch of
         fewer than ``world_size`` images is filled up by repeating its images, so that
         every rank has at least one.
+    :param labels: ``(N,)`` labels of ``train``: each batch is then ``(x, y)`` (a conditional
+        VAE).
+    :param labelled: ``(x_l, y_l)``, a labelled subset (M2): each batch is then
+        ``(x, x_l_batch, y_l_batch)``, the labelled batches of ``labelled_batch_size``
+        drawn by cycling through shuffles of the subset (it is usually much smaller than
+        the training set, so it is seen many times an epoch).
+    :param int labelled_batch_size: default ``min(batch_size, len(x_l))``.
     :raises DataError: for ``batch_size < world_size`` or a bad binarization.
     """
 
-    def __init__(self, train, batch_size, binarization, seed, rank=0, world_size=1):
+    def __init__(self, train, batch_size, binarization, seed, rank=0, world_size=1, labels=None,
+                 labelled=None, labelled_batch_size=None):
         check_binarization(binarization)
         if batch_size < 1:
             raise DataError(f"batch_size must be at least 1, got {batch_size}")
@@ -526,6 +566,18 @@ class EpochBatches:
                             f"{world_size} processes: it must be at least the number of "
                             "processes")
         self.rank, self.world_size = int(rank), int(world_size)
+        self.labels = labels
+        self.labelled = labelled
+        if labelled is not None and binarization == "static":
+            self.labelled = (binarize(labelled[0], generator=self.generator), labelled[1])
+        if labelled is not None:
+            n_l = labelled[0].shape[0]
+            if n_l == 0:
+                raise DataError("the labelled subset is empty")
+            self.labelled_batch_size = min(int(labelled_batch_size or batch_size), n_l)
+            if self.labelled_batch_size < world_size:
+                raise DataError(f"the labelled batch ({self.labelled_batch_size}) must be at "
+                                f"least the number of processes ({world_size})")
         self.train = train
         self.batch_size = int(batch_size)
         self.binarization = binarization
@@ -548,6 +600,12 @@ class EpochBatches:
         self.epoch_start_state = self.generator.get_state()
         n = self.train.shape[0]
         perm = torch.randperm(n, generator=self.generator, device=self.train.device)
+        if self.labelled is not None:
+            x_l, y_l = self.labelled
+            b_l = self.labelled_batch_size
+            cycles = -(-len(self) * b_l // x_l.shape[0])
+            perm_l = torch.cat([torch.randperm(x_l.shape[0], generator=self.generator,
+                                               device=x_l.device) for _ in range(cycles)])
         # batch by batch (gather, then binarize): a batch stays in cache, where binarizing
         # the whole permuted set at once streamed it through memory twice (about 0.08 s an
         # epoch on Fashion-MNIST); skipped batches still draw their noise, so the generator
@@ -556,8 +614,27 @@ class EpochBatches:
             x = self.train[perm[start:start + self.batch_size]]
             if self.binarization == "dynamic":
                 x = torch.bernoulli(x, generator=self.generator)
+            batch = x
+            if self.labels is not None:
+                batch = (x, self.labels[perm[start:start + self.batch_size]])
+            elif self.labelled is not None:
+                pick = perm_l[i * b_l:(i + 1) * b_l]
+                xl = x_l[pick]
+                if self.binarization == "dynamic":
+                    xl = torch.bernoulli(xl, generator=self.generator)
+                batch = (x, xl, y_l[pick])
             if i >= skip:
-                yield self._shard(x)
+                yield tuple(map(self._shard, batch)) if isinstance(batch, tuple) else \
+                    self._shard(batch)
+
+    def example(self, n=2):
+        """A small batch in the form :meth:`epoch` yields (the first ``n`` images, not
+        binarized; the generator is not touched), e.g. to trace the model once."""
+        if self.labels is not None:
+            return (self.train[:n], self.labels[:n])
+        if self.labelled is not None:
+            return (self.train[:n], self.labelled[0][:n], self.labelled[1][:n])
+        return self.train[:n]
 
     def _shard(self, x):
         if self.world_size == 1:

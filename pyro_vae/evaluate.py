@@ -34,6 +34,40 @@ from .errors import PyroVAEError
 PARTICLE_PLATE = "particles"
 
 
+# Data given to the functions below is one tensor ``(N, *event_shape)``, the model's only
+# argument, or a tuple of tensors with the same first dimension N, the model's and the
+# guide's arguments: ``(x, y)`` for a model conditioned on y (log p(x | y)).
+
+
+def batch_args(data):
+    """The model's positional arguments for ``data`` (a tensor or a tuple of tensors)."""
+    return tuple(data) if isinstance(data, (tuple, list)) else (data,)
+
+
+def batch_size_of(data):
+    """N, the first dimension of ``data``."""
+    return batch_args(data)[0].shape[0]
+
+
+def rows(data, start, stop):
+    """Datapoints ``start:stop`` of ``data`` (of every tensor of a tuple)."""
+    if isinstance(data, (tuple, list)):
+        return tuple(a[start:stop] for a in data)
+    return data[start:stop]
+
+
+def to_device(data, device):
+    """``data`` (a tensor or a tuple of tensors) on ``device``."""
+    if isinstance(data, (tuple, list)):
+        return tuple(a.to(device) for a in data)
+    return data.to(device)
+
+
+def device_of(data):
+    """The device of ``data``'s first tensor."""
+    return batch_args(data)[0].device
+
+
 class ModelGuideMismatch(PyroVAEError, ValueError):
     """The model and guide do not form a pair that log weights can be computed for."""
 
@@ -46,8 +80,8 @@ def _is_sample(site):
 def _max_plate_nesting(model, guide, x):
     """The deepest plate nesting of any sample site, from one unvectorized trace."""
     with torch.no_grad(), poutine.block():
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        guide_trace = poutine.trace(guide).get_trace(*batch_args(x))
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch_args(x))
     nesting = 0
     for trace in (guide_trace, model_trace):
         for site in trace.nodes.values():
@@ -122,11 +156,11 @@ def particle_traces(model, guide, x, num_particles=1, max_plate_nesting=None):
     """
     if int(num_particles) < 1:
         raise ValueError(f"num_particles must be at least 1, got {num_particles}")
-    nesting = _max_plate_nesting(model, guide, x[:1]) if max_plate_nesting is None \
+    nesting = _max_plate_nesting(model, guide, rows(x, 0, 1)) if max_plate_nesting is None \
         else int(max_plate_nesting)
     with pyro.plate(PARTICLE_PLATE, int(num_particles), dim=-(nesting + 1)):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        guide_trace = poutine.trace(guide).get_trace(*batch_args(x))
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch_args(x))
     model_latents = {n for n, s in model_trace.nodes.items()
                      if _is_sample(s) and not s["is_observed"]}
     guide_latents = {n for n, s in guide_trace.nodes.items()
@@ -151,7 +185,7 @@ def log_weight_parts(model, guide, x, num_particles=1, data_plate="data", max_pl
 
     :raises ModelGuideMismatch, ValueError: see :func:`log_weights`.
     """
-    k, batch_size = int(num_particles), x.shape[0]
+    k, batch_size = int(num_particles), batch_size_of(x)
     model_trace, guide_trace, nesting = particle_traces(model, guide, x, k, max_plate_nesting)
     args = (data_plate, k, batch_size, nesting)
     return (_per_datapoint(model_trace, "model", *args, include="observed"),
@@ -197,12 +231,12 @@ def map_chunks(compute, data, batch_size, seed=0, device=None, world=None, progr
     from .distributed import SINGLE, chunk_seed
 
     world = SINGLE if world is None else world
-    device = torch.device(device) if device is not None else data.device
-    starts = list(range(0, data.shape[0], int(batch_size)))
+    device = torch.device(device) if device is not None else device_of(data)
+    starts = list(range(0, batch_size_of(data), int(batch_size)))
     mine = {}
     for index in tqdm(world.shard(len(starts)), disable=not progress or not world.is_main,
                       unit="chunk", desc=desc):
-        x = data[starts[index]:starts[index] + batch_size].to(device)
+        x = to_device(rows(data, starts[index], starts[index] + batch_size), device)
         with seeded(chunk_seed(seed, index), device), torch.no_grad():
             mine[index] = {key: value.cpu() for key, value in compute(x).items()}
     chunks = {}
@@ -226,7 +260,7 @@ def elbo(model, guide, data, batch_size=1000, seed=0, device=None, world=None):
     :returns: tensor ``(N,)`` on the CPU.
     :raises ValueError: if ``data`` is empty.
     """
-    if data.shape[0] == 0:
+    if batch_size_of(data) == 0:
         raise ValueError("data is empty: there is nothing to evaluate")
     return map_chunks(lambda x: {"elbo": log_weights(model, guide, x, 1)[0]}, data,
                       batch_size, seed, device, world)["elbo"]
@@ -247,15 +281,15 @@ def elbo_terms(model, guide, data, batch_size=1000, seed=0, device=None, data_pl
     :raises ValueError: if ``data`` is empty.
     :raises ModelGuideMismatch: see :func:`log_weights`.
     """
-    if data.shape[0] == 0:
+    if batch_size_of(data) == 0:
         raise ValueError("data is empty: there is nothing to evaluate")
-    device = torch.device(device) if device is not None else data.device
+    device = torch.device(device) if device is not None else device_of(data)
     with seeded(seed, device), torch.no_grad():
-        nesting = _max_plate_nesting(model, guide, data[:1].to(device))
+        nesting = _max_plate_nesting(model, guide, to_device(rows(data, 0, 1), device))
 
     def compute(x):
         model_trace, guide_trace, _ = particle_traces(model, guide, x, 1, nesting)
-        args = (data_plate, 1, x.shape[0], nesting)
+        args = (data_plate, 1, batch_size_of(x), nesting)
         terms = {"reconstruction": _per_datapoint(model_trace, "model", *args,
                                                   include="observed")[0]}
         for name in _latent_order(guide_trace):
@@ -284,8 +318,11 @@ def default_ladder(num_particles):
 
 def data_fingerprint(data):
     """A short SHA-256 of the data's bytes, to check that two results share test points."""
-    array = data.detach().cpu().contiguous().numpy()
-    return hashlib.sha256(array.tobytes() + str(array.shape).encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for tensor in batch_args(data):
+        array = tensor.detach().cpu().contiguous().numpy()
+        digest.update(array.tobytes() + str(array.shape).encode())
+    return digest.hexdigest()[:16]
 
 
 #: Log weights of a datapoint that all lie within this many nats are "equal" (an exact
@@ -432,8 +469,14 @@ def _se(values):
 
 
 def _check_data(data, num_particles, batch_size, particle_batch):
+    if isinstance(data, (tuple, list)) and data and \
+            all(isinstance(a, torch.Tensor) and a.dim() >= 1 for a in data):
+        if len({a.shape[0] for a in data}) > 1:
+            raise ValueError(f"the tensors of data disagree on N: {[tuple(a.shape) for a in data]}")
+        data = data[0]
     if not isinstance(data, torch.Tensor):
-        raise ValueError(f"data must be a torch.Tensor of shape (N, *event_shape), got {type(data)}")
+        raise ValueError(f"data must be a torch.Tensor of shape (N, *event_shape) (or a tuple "
+                         f"(x, y) for a conditional model), got {type(data)}")
     if data.dim() < 1 or data.shape[0] == 0:
         raise ValueError(f"data is empty (shape {tuple(data.shape)}): there is nothing to evaluate")
     if data.is_floating_point() and torch.isnan(data).any():
@@ -490,10 +533,10 @@ def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, parti
     ladder = default_ladder(k) if ladder is None else sorted({int(v) for v in ladder})
     if ladder and (ladder[0] < 1 or ladder[-1] > k):
         raise ValueError(f"ladder values must lie in [1, {k}], got {ladder}")
-    device = torch.device(device) if device is not None else data.device
+    device = torch.device(device) if device is not None else device_of(data)
     start_time = time.perf_counter()
     with seeded(seed, device), torch.no_grad():
-        nesting = _max_plate_nesting(model, guide, data[:1].to(device))
+        nesting = _max_plate_nesting(model, guide, to_device(rows(data, 0, 1), device))
     if is_validation_enabled():
         # Pyro's checks (data in the likelihood's support, shapes) on every datapoint once,
         # at k = 1: 1/k of the work. The k-particle passes then skip them: there they would
@@ -510,7 +553,7 @@ def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, parti
         out = {"ll": lse - math.log(k), "elbo": lw.mean(0), "ess": ess,
                "mc_se": torch.sqrt((1 / ess - 1 / k).clamp(min=0)),
                "khat": (pareto_khat(lw) if diagnostics else
-                        torch.full((x.shape[0],), float("nan"), dtype=torch.float64))}
+                        torch.full((batch_size_of(x),), float("nan"), dtype=torch.float64))}
         for kk in ladder:
             out[f"ladder/{kk}"] = torch.logsumexp(lw[:kk], 0) - math.log(kk)
         return out
@@ -521,7 +564,7 @@ def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, parti
     return LogLikelihoodResult(
         log_likelihood=cat["ll"], elbo=cat["elbo"], ess=cat["ess"], khat=cat["khat"],
         mc_se=cat["mc_se"], ladder={kk: cat[f"ladder/{kk}"] for kk in ladder},
-        num_particles=k, event_size=int(data[0].numel()), seed=int(seed),
+        num_particles=k, event_size=int(batch_args(data)[0][0].numel()), seed=int(seed),
         fingerprint=data_fingerprint(data), seconds=time.perf_counter() - start_time,
         khat_fitted=bool(diagnostics) and k >= MIN_PARTICLES_KHAT)
 
@@ -668,17 +711,17 @@ def latent_report(model, guide, data, num_samples=10, batch_size=500, seed=0, de
     :raises ModelGuideMismatch: see :func:`log_weights`.
     """
     _check_data(data, num_samples, batch_size, 1)
-    device = torch.device(device) if device is not None else data.device
+    device = torch.device(device) if device is not None else device_of(data)
     kl_dims, kl_total, means = {}, {}, {}
     m = int(num_samples)
     with seeded(seed, device), torch.no_grad():
-        nesting = _max_plate_nesting(model, guide, data[:1].to(device))
-        for start in range(0, data.shape[0], batch_size):
-            x = data[start:start + batch_size].to(device)
-            b = x.shape[0]
+        nesting = _max_plate_nesting(model, guide, to_device(rows(data, 0, 1), device))
+        for start in range(0, batch_size_of(data), batch_size):
+            x = to_device(rows(data, start, start + batch_size), device)
+            b = batch_size_of(x)
             with pyro.plate(PARTICLE_PLATE, m, dim=-(nesting + 1)):
-                guide_trace = poutine.trace(guide).get_trace(x)
-                model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+                guide_trace = poutine.trace(guide).get_trace(*batch_args(x))
+                model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*batch_args(x))
             guide_order = _latent_order(guide_trace)
             model_order = _latent_order(model_trace)
             for name, site in guide_trace.nodes.items():

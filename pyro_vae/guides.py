@@ -318,12 +318,17 @@ class DeltaGuide(DiagonalNormalGuide):
     to 0 with probability ``noise`` (masking noise); the likelihood still scores the clean
     ``x``.
 
-    A point mass has no density away from its point, so q cannot be used for importance
-    sampling: the IWAE bound of a model with this guide is not a bound on log p(x)
-    (:mod:`pyro_vae.evaluate` refuses it).
+    A point mass has no density away from its point, so it cannot serve as the proposal
+    of the importance-weighted estimate of log p(x). In eval mode (``module.eval()``, as
+    every evaluation runs) the guide is therefore the Gaussian
+    :math:`\mathcal{N}(f(x), \sigma_e^2 I)` with ``eval_scale`` sigma_e: any proposal with a
+    density gives a valid lower bound on the autoencoder's log p(x) = log E_p(z) p(x|z),
+    tightening with k, so AE and VAE runs are compared on the same footing (the ELBO in
+    eval mode is this Gaussian's, a true ELBO). Training (train mode) uses the point mass.
 
     :param float noise: masking probability in [0, 1) applied in training mode only.
-    :raises ValueError: for ``noise`` outside [0, 1).
+    :param float eval_scale: sigma_e, the standard deviation of the evaluation proposal.
+    :raises ValueError: for ``noise`` outside [0, 1) or ``eval_scale <= 0``.
 
     Shapes: ``x`` ``(B, *event_shape)`` -> ``Delta`` with batch ``(B,)``, event ``(D,)``.
     """
@@ -334,18 +339,21 @@ class DeltaGuide(DiagonalNormalGuide):
     point_mass = True
 
     def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus",
-                 noise=0.0, **networks):
+                 noise=0.0, eval_scale=0.1, **networks):
         if not 0.0 <= float(noise) < 1.0:
             raise ValueError(f"noise is a masking probability in [0, 1), got {noise}")
+        if not float(eval_scale) > 0:
+            raise ValueError(f"eval_scale must be positive, got {eval_scale}")
         self.noise = float(noise)
+        self.eval_scale = float(eval_scale)
         super().__init__(event_shape, latent_dim, hidden, activation, **networks)
 
     @classmethod
-    def build(cls, ctx, noise=0.0):
-        """Build from a recipe (option ``noise``: masking probability of the denoising
-        variant, 0 for a plain autoencoder)."""
+    def build(cls, ctx, noise=0.0, eval_scale=0.1):
+        """Build from a recipe (options ``noise``: masking probability of the denoising
+        variant, 0 for a plain autoencoder; ``eval_scale``: see the class)."""
         return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation, noise=noise,
-                   **ctx.networks)
+                   eval_scale=eval_scale, **ctx.networks)
 
     def num_outputs(self):
         """Size of the encoder's output: the point, D values."""
@@ -360,10 +368,14 @@ class DeltaGuide(DiagonalNormalGuide):
         return x * keep
 
     def base(self, params, prior=None):
-        """The point mass at the encoder's output ``(..., D)``."""
+        """The point mass at the encoder's output ``(..., D)`` (in eval mode the Gaussian
+        proposal around it, see the class)."""
         if prior is not None:
             raise ValueError("a point-mass guide cannot be combined with a prior conditional "
                              "(ladder inference); use inference = 'bottom_up'")
+        if not self.training:
+            return ReparameterizedNormal(params, torch.full_like(params, self.eval_scale)
+                                         ).to_event(1)
         return dist.Delta(params, event_dim=1)
 
     def encode(self, x):

@@ -16,6 +16,13 @@ applied, as Pyro's DMM example does with ``poutine.scale``.
   the guide (Tucker et al. 2018, arXiv:1810.04152).
 - :class:`FreeBitsELBO`: the ELBO whose KL term is floored per latent dimension at
   ``free_bits`` nats, averaged over the batch (Kingma et al. 2016, arXiv:1606.04934, App. C).
+- :class:`SemiSupervisedELBO`: the M2 objective (Kingma et al. 2014, arXiv:1406.5298): the
+  label summed out by enumeration on unlabelled images, observed on labelled ones, plus
+  the classifier's log-likelihood of the labels.
+
+``x`` is a batch tensor, or a tuple of tensors passed to model and guide as their
+arguments (``(x, y)`` for a conditional VAE); :class:`SemiSupervisedELBO` takes
+``(x_unlabelled, x_labelled, y_labelled)``.
 
 The importance-weighted objective: pyro issue 3104 says ``RenyiELBO`` treats the whole
 batch as one global latent, summing log weights over datapoints before the log-mean-exp.
@@ -31,12 +38,12 @@ import math
 
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from .evaluate import (_factorized_base, _is_sample, _per_datapoint, log_weight_parts,
-                       particle_traces)
+from .evaluate import (_factorized_base, _is_sample, _per_datapoint, batch_args,
+                       batch_size_of, log_weight_parts, particle_traces)
 
 #: Objective names a recipe may choose (``train.objective``).
 OBJECTIVES = ("elbo", "mean_field", "iwae", "iwae_dreg", "free_bits")
@@ -82,7 +89,8 @@ class ELBO:
 
     def differentiable_loss(self, model, guide, x, kl_weight=1.0):
         """Negative (KL-weighted) ELBO summed over the batch, nats."""
-        return self.elbo.differentiable_loss(_scaled(model, kl_weight), _scaled(guide, kl_weight), x)
+        return self.elbo.differentiable_loss(_scaled(model, kl_weight), _scaled(guide, kl_weight),
+                                             *batch_args(x))
 
 
 class IWAEObjective:
@@ -141,8 +149,8 @@ class DReGIWAEObjective(IWAEObjective):
         name, site = latents[0]
         z = site["value"]
         log_q = torch.distributions.Normal(base.loc.detach(), base.scale.detach()).log_prob(z)
-        log_q = log_q.sum(-1).reshape(k, x.shape[0])
-        args = ("data", k, x.shape[0], nesting)
+        log_q = log_q.sum(-1).reshape(k, batch_size_of(x))
+        args = ("data", k, batch_size_of(x), nesting)
         log_lik = _per_datapoint(model_trace, "model", *args, include="observed")
         log_prior = _per_datapoint(model_trace, "model", *args, include="latent")
         log_w = log_lik + kl_weight * (log_prior - log_q)
@@ -190,7 +198,7 @@ class FreeBitsELBO:
             the batch-averaged KL of one dimension (or of a whole non-factorized site) and
             ``floor`` the free bits it is floored at.
         """
-        k, batch = self.num_particles, x.shape[0]
+        k, batch = self.num_particles, batch_size_of(x)
         model_trace, guide_trace, nesting = particle_traces(model, guide, x, k,
                                                             self.max_plate_nesting)
         log_lik = 0.0
@@ -215,7 +223,78 @@ class FreeBitsELBO:
         """Negative free-bits objective summed over the batch, nats."""
         log_lik, kls = self.kl_terms(model, guide, x)
         kl = sum(torch.clamp(value, min=floor) for value, floor in kls)
-        return -(log_lik - kl_weight * x.shape[0] * kl)
+        return -(log_lik - kl_weight * batch_size_of(x) * kl)
+
+
+class SemiSupervisedELBO:
+    """The semi-supervised objective of M2 (Kingma et al. 2014, arXiv:1406.5298, eq. 9):
+
+    .. math:: \mathrm{loss} = -\sum_{x \in U} \Big[ \sum_y q(y|x) \big(\log p(x, y, z)
+        - \log q(z|x,y)\big) + H(q(y|x)) \Big]_{z \sim q(z|x,y)}
+        - \sum_{(x,y) \in L} \big[ \mathrm{ELBO}(x, y) + \alpha \log q(y|x) \big]
+
+    On unlabelled images the label site ``"y"`` of the guide is enumerated in parallel
+    (``pyro.infer.config_enumerate``) and summed out exactly by Pyro's
+    :class:`~pyro.infer.TraceEnum_ELBO`; on labelled images the label is observed and the
+    ELBO is Pyro's :class:`~pyro.infer.Trace_ELBO`; the classifier's term ``log q(y|x)`` is
+    read off the guide's ``"y"`` site conditioned on the labels. ``alpha`` is the weight of
+    the labelled images' classification loss in nats per image (the paper's alpha = 0.1 N
+    weighs a classification loss against an ELBO summed over the whole data set; per batch,
+    as here, a weight of tens does the same job, as in Pyro's SS-VAE example).
+
+    :param float classifier_weight: alpha (>= 0).
+    :raises ValueError: for a negative weight.
+
+    ``differentiable_loss(model, guide, (x_u, x_l, y_l), kl_weight)``: ``y_l`` integer labels
+    (or one-hot rows); either part may be empty (0 images).
+    """
+
+    def __init__(self, classifier_weight=50.0, max_plate_nesting=1):
+        if not classifier_weight >= 0:
+            raise ValueError(f"classifier_weight must be >= 0, got {classifier_weight}")
+        self.classifier_weight = float(classifier_weight)
+        self.enum_elbo = TraceEnum_ELBO(max_plate_nesting=max_plate_nesting)
+        self.elbo = Trace_ELBO()
+
+    def unsupervised_loss(self, model, guide, x, kl_weight=1.0):
+        """Negative ELBO of unlabelled images, the label summed out by enumeration, nats."""
+        guide = config_enumerate(guide, "parallel", expand=False)
+        return self.enum_elbo.differentiable_loss(_scaled(model, kl_weight),
+                                                  _scaled(guide, kl_weight), x)
+
+    def supervised_loss(self, model, guide, x, y, kl_weight=1.0):
+        """Negative ELBO of labelled images with y observed, nats."""
+        return self.elbo.differentiable_loss(_scaled(model, kl_weight), _scaled(guide, kl_weight),
+                                             x, y)
+
+    @staticmethod
+    def classifier_log_likelihood(guide, x, y, num_classes=None):
+        """Sum over the batch of ``log q(y|x)``, read off the guide's ``"y"`` site with the
+        labels substituted (nats).
+
+        :raises ValueError: if the guide has no ``"y"`` site.
+        """
+        trace = poutine.trace(guide).get_trace(x)  # samples y: find its distribution
+        if "y" not in trace.nodes:
+            raise ValueError("the guide has no site 'y': the semi-supervised objective needs an "
+                             "M2 model (model.semi_supervised = true)")
+        q = trace.nodes["y"]["fn"]
+        if not y.is_floating_point():
+            y = torch.nn.functional.one_hot(y, q.event_shape[-1]).to(q.logits.dtype)
+        return q.log_prob(y).sum()
+
+    def differentiable_loss(self, model, guide, x, kl_weight=1.0):
+        """The loss of one step on ``x = (x_unlabelled, x_labelled, y_labelled)``, nats."""
+        x_u, x_l, y_l = x
+        loss = torch.zeros((), device=x_u.device)
+        if x_u.shape[0]:
+            loss = loss + self.unsupervised_loss(model, guide, x_u, kl_weight)
+        if x_l.shape[0]:
+            loss = loss + self.supervised_loss(model, guide, x_l, y_l, kl_weight)
+            if self.classifier_weight:
+                loss = loss - self.classifier_weight * self.classifier_log_likelihood(
+                    guide, x_l, y_l)
+        return loss
 
 
 def make_objective(name="elbo", num_particles=1, free_bits=0.0):

@@ -21,7 +21,11 @@ import pyro.distributions as dist
 import pyro.distributions.transforms as T
 from pyro.distributions.torch_distribution import TorchDistribution
 
-from .distributions import StandardNormal
+import torch.nn.functional as F
+
+from .distributions import ReparameterizedNormal, StandardNormal
+from .errors import ConfigError
+from .nets import MLP
 
 
 class StandardNormalPrior(nn.Module):
@@ -252,3 +256,52 @@ class FlowPrior(nn.Module):
                 transforms.append(T.Permute(self.reverse))
             transforms.append(flow.inv)
         return dist.TransformedDistribution(base, transforms)
+
+
+class ConditionalNormalPrior(nn.Module):
+    """A learned conditional prior :math:`p(z|y) = \\mathcal{N}(z; \\mu(y),
+    \\mathrm{diag}\\,\\sigma(y)^2)`, an MLP of the context y (the "prior network" of the
+    conditional VAE, Sohn et al. 2015, "Learning Structured Output Representation using
+    Deep Conditional Generative Models", NeurIPS).
+
+    :param int latent_dim: D.
+    :param int context_dim: C, the size of y (e.g. the number of classes, one-hot).
+    :param hidden: hidden sizes of the network (may be empty: a linear map of y).
+    :param str activation: activation between hidden layers.
+    :raises ValueError: if ``latent_dim < 1`` or ``context_dim < 1``.
+
+    Shapes: ``prior(B, context=y)`` with y ``(..., B, C)`` -> batch ``(..., B)``, event ``(D,)``.
+    """
+
+    #: Called as ``prior(batch_size, context=y)``.
+    conditional = True
+
+    def __init__(self, latent_dim, context_dim, hidden=(), activation="softplus"):
+        super().__init__()
+        if int(latent_dim) < 1 or int(context_dim) < 1:
+            raise ValueError(f"latent_dim and context_dim must be positive, got {latent_dim}, "
+                             f"{context_dim}")
+        self.latent_dim = int(latent_dim)
+        self.context_dim = int(context_dim)
+        self.net = MLP(self.context_dim, list(hidden), 2 * self.latent_dim, activation)
+
+    @classmethod
+    def build(cls, ctx, hidden=()):
+        """Build from a recipe's context (option ``hidden``: the network's hidden sizes).
+
+        :raises ConfigError: for a model without a context (``model.conditional``)."""
+        if not ctx.context_dim:
+            raise ConfigError("the conditional_normal prior p(z|y) needs a label: set "
+                              "model.conditional = true")
+        return cls(ctx.latent_dim, ctx.context_dim, hidden, ctx.activation)
+
+    def forward(self, batch_size, context=None):
+        """Return p(z | y) for the context ``y`` (``(..., batch_size, C)``).
+
+        :raises ValueError: without a context.
+        """
+        if context is None:
+            raise ValueError("ConditionalNormalPrior needs the context: prior(B, context=y)")
+        out = self.net(context)
+        loc, raw = out[..., :self.latent_dim], out[..., self.latent_dim:]
+        return ReparameterizedNormal(loc, F.softplus(raw) + 1e-5).to_event(1)

@@ -122,8 +122,9 @@ def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
     vae.eval()
     with torch.no_grad(), evaluate.seeded(seed, device):
         samples = vae.sample(n)
-        originals = test[:30].to(device)
-        recon = vae.reconstruct(originals)
+        originals = evaluate.to_device(evaluate.rows(test, 0, 30), device)
+        recon = vae.reconstruct(*evaluate.batch_args(originals))
+        originals = evaluate.batch_args(originals)[0]
     plots.save_figure(plots.plot_images(samples, image_shape, title="samples (pixel means)"),
                       run_dir / "samples.png")
     plots.save_figure(plots.plot_reconstructions(originals, recon, image_shape),

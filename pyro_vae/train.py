@@ -20,6 +20,7 @@ A run folder (:class:`Run`) holds::
     samples.png, reconstructions.png, curves.png
 """
 
+import dataclasses
 import json
 import math
 import random
@@ -37,11 +38,13 @@ from tqdm.auto import tqdm
 from . import evaluate
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import build_vae
-from .data import EpochBatches, keep_classes, load_dataset, prepare_eval_splits
+from .data import (EpochBatches, keep_classes, labelled_subset, load_dataset,
+                   prepare_eval_splits)
 from .distributed import SINGLE, rank_seed
 from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .nets import MLP, ConvDecoder, ConvEncoder
-from .objectives import ELBO, FreeBitsELBO, IWAEObjective, ScaleLatents, make_objective
+from .objectives import (ELBO, FreeBitsELBO, IWAEObjective, ScaleLatents, SemiSupervisedELBO,
+                         make_objective)
 from .runs import (evaluate_run, read_metrics, resolve_device, save_result, update_eval_json,
                    write_figures, write_json)
 
@@ -178,14 +181,15 @@ class Trainer:
         weights at construction). Parameters that the loss does not reach (found by one
         probe step on two training images, RNG state kept) make DDP look for unused
         parameters every step; otherwise it does not."""
-        x = self.batches.train[:2]
-        devices = [x.device.index or 0] if x.device.type == "cuda" else []
+        x = self.batches.example()
+        device = evaluate.device_of(x)
+        devices = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False), \
                 self._unregistered():
             self._loss(x, self.kl_weight()).backward()
         unused = any(p.grad is None for p in self.parameters)
         self.optimizer.zero_grad(set_to_none=True)
-        ids = [x.device.index or 0] if x.device.type == "cuda" else None
+        ids = [device.index or 0] if device.type == "cuda" else None
         return torch.nn.parallel.DistributedDataParallel(
             self._forward, device_ids=ids, find_unused_parameters=unused)
 
@@ -214,13 +218,13 @@ class Trainer:
         return nullcontext()
 
     def _loss(self, x, kl_weight):
-        if isinstance(self.loss, (ELBO, IWAEObjective, FreeBitsELBO)):  # DReG is an IWAE
+        if isinstance(self.loss, (ELBO, IWAEObjective, FreeBitsELBO, SemiSupervisedELBO)):
             return self.loss.differentiable_loss(self.vae.model, self.vae.guide, x,
                                                  kl_weight=kl_weight)
         model, guide = self.vae.model, self.vae.guide
         if kl_weight != 1.0:
             model, guide = ScaleLatents(kl_weight)(model), ScaleLatents(kl_weight)(guide)
-        return self.loss.differentiable_loss(model, guide, x)
+        return self.loss.differentiable_loss(model, guide, *evaluate.batch_args(x))
 
     def training_step(self, x):
         """One step on the batch ``x``; returns the loss (the negative objective summed
@@ -299,7 +303,7 @@ class Trainer:
         """
         for x in self.batches.epoch(skip=self.batch_in_epoch):
             self.epoch_loss += self.training_step(x)
-            self.epoch_count += x.shape[0]
+            self.epoch_count += evaluate.batch_size_of(x)
             self.batch_in_epoch += 1
             if progress is not None:
                 progress.update(1)
@@ -414,6 +418,12 @@ class Run:
         seed_everything(cfg.train.seed)
         self.data = keep_classes(load_dataset(cfg.data.name, cfg.data.data_dir,
                                               cfg.data.download), cfg.data.classes)
+        if cfg.model.uses_labels:
+            self.config = cfg = with_num_classes(cfg, self.data)
+        if cfg.data.labels and not cfg.model.semi_supervised:
+            raise ConfigError(f"data.labels ({cfg.data.labels}) chooses the labelled images of a "
+                              "semi-supervised model; this recipe is not one (set "
+                              "model.semi_supervised = true, e.g. the m2 recipe)")
         self.vae = build_vae(cfg.model, self.data.event_shape, self.data.image_shape).to(
             self.device)
         check_compatible(self.vae.likelihood, self.data, cfg.data.binarization)
@@ -422,10 +432,26 @@ class Run:
         if cfg.train.compile:
             compile_networks(self.vae)
         self.validation, self.test = prepare_eval_splits(self.data, cfg.data.binarization)
+        labels = {}
+        if cfg.model.conditional:  # the model reads (x, y): so do its evaluations
+            labels["labels"] = self.data.train_labels.to(self.device)
+            self.validation = (self.validation, self.data.validation_labels)
+            self.test = (self.test, self.data.test_labels)
+        if cfg.model.semi_supervised:
+            keep = labelled_subset(self.data.train_labels, cfg.data.labels, cfg.train.seed)
+            labels["labelled"] = (self.data.train[keep].to(self.device),
+                                  self.data.train_labels[keep].to(self.device))
+            self.num_labelled = int(keep.shape[0])
         batches = EpochBatches(self.data.train.to(self.device), cfg.train.batch_size,
                                cfg.data.binarization, seed=cfg.train.seed, rank=world.rank,
-                               world_size=world.size)
+                               world_size=world.size, **labels)
         t = cfg.train
+        if loss is None and cfg.model.semi_supervised:
+            if t.objective != "elbo" or t.num_particles != 1:
+                raise ConfigError("a semi-supervised model trains with its own objective (the "
+                                  "M2 ELBO, the label enumerated on unlabelled images); leave "
+                                  "train.objective = 'elbo' and num_particles = 1")
+            loss = SemiSupervisedELBO(t.classifier_weight)
         if loss is None:
             loss = make_objective(t.objective, t.num_particles, t.free_bits)
         self.trainer = Trainer(self.vae, batches, lr=t.lr, loss=loss, beta=t.beta,
@@ -509,8 +535,12 @@ class Run:
                                         10 * self.config.eval.batch_size,
                                         seed=self.config.eval.seed, device=self.device,
                                         world=self.world)
+        out = {key: float(value.double().mean()) for key, value in terms.items()}
+        if self.vae.semi_supervised:
+            out["accuracy"] = classification_accuracy(self.vae, self.validation,
+                                                      self.data.validation_labels)
         self.vae.train()
-        return {key: float(value.double().mean()) for key, value in terms.items()}
+        return out
 
     def validation_elbo(self):
         """Mean single-sample ELBO of the validation set (seeded), nats per datapoint."""
@@ -612,6 +642,10 @@ class Run:
         with eager():
             summary, result = evaluate_run(self.vae, self.test, self.config, self.device,
                                            progress=not self.quiet, world=self.world)
+        if self.vae.semi_supervised:
+            summary["test_accuracy"] = classification_accuracy(self.vae, self.test,
+                                                               self.data.test_labels)
+            summary["num_labelled"] = self.num_labelled
         if not self.world.is_main:
             return summary
         save_result(self.run_dir, result)
@@ -626,6 +660,47 @@ class Run:
             write_figures(self.vae, self.test, self.data.image_shape, self.run_dir, metrics,
                           seed=self.config.train.seed)
         return summary
+
+
+def with_num_classes(config, data):
+    """``config`` with ``model.num_classes`` resolved from the data's labels when it is 0.
+
+    :raises ConfigError: for data without labels, or labels outside the number given.
+    """
+    if data.train_labels is None:
+        raise ConfigError(f"{data.name} has no labels, which a conditional or semi-supervised "
+                          "model needs (digits has them, and IDX files whose label files lie "
+                          "beside the images)")
+    found = int(max(int(y.max()) for y in (data.train_labels, data.validation_labels,
+                                            data.test_labels) if y is not None)) + 1
+    m = config.model
+    if m.num_classes and m.num_classes < found:
+        raise ConfigError(f"model.num_classes is {m.num_classes} but {data.name} has labels up "
+                          f"to {found - 1}")
+    if m.num_classes:
+        return config
+    return dataclasses.replace(config, model=dataclasses.replace(m, num_classes=found))
+
+
+@torch.no_grad()
+def classification_accuracy(vae, x, labels, batch_size=1000):
+    """The fraction of images whose most probable label under the classifier q(y|x) of a
+    semi-supervised VAE is the true one.
+
+    :param x: ``(N, *event_shape)`` images as the model sees them (binarized like the
+        training batches, e.g. the run's validation or test split).
+    :param labels: ``(N,)`` integer labels.
+    :returns: a float in [0, 1].
+    """
+    device = next(vae.parameters()).device
+    was_training = vae.training
+    vae.eval()
+    correct = 0
+    for start in range(0, x.shape[0], batch_size):
+        probs = vae.label_posterior(x[start:start + batch_size].to(device)).probs
+        correct += int((probs.argmax(-1).cpu() == labels[start:start + batch_size]).sum())
+    vae.train(was_training)
+    return correct / x.shape[0]
 
 
 def _to_device(state, device):
