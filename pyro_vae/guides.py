@@ -321,7 +321,7 @@ class DeltaGuide(DiagonalNormalGuide):
     A point mass has no density away from its point, so it cannot serve as the proposal
     of the importance-weighted estimate of log p(x). In eval mode (``module.eval()``, as
     every evaluation runs) the guide is therefore the Gaussian
-    :math:`\mathcal{N}(f(x), \sigma_e^2 I)` with ``eval_scale`` sigma_e: any proposal with a
+    :math:`\\mathcal{N}(f(x), \\sigma_e^2 I)` with ``eval_scale`` sigma_e: any proposal with a
     density gives a valid lower bound on the autoencoder's log p(x) = log E_p(z) p(x|z),
     tightening with k, so AE and VAE runs are compared on the same footing (the ELBO in
     eval mode is this Gaussian's, a true ELBO). Training (train mode) uses the point mass.

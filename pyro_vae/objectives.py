@@ -229,9 +229,9 @@ class FreeBitsELBO:
 class SemiSupervisedELBO:
     """The semi-supervised objective of M2 (Kingma et al. 2014, arXiv:1406.5298, eq. 9):
 
-    .. math:: \mathrm{loss} = -\sum_{x \in U} \Big[ \sum_y q(y|x) \big(\log p(x, y, z)
-        - \log q(z|x,y)\big) + H(q(y|x)) \Big]_{z \sim q(z|x,y)}
-        - \sum_{(x,y) \in L} \big[ \mathrm{ELBO}(x, y) + \alpha \log q(y|x) \big]
+    .. math:: \\mathrm{loss} = -\\sum_{x \\in U} \\Big[ \\sum_y q(y|x) \\big(\\log p(x, y, z)
+        - \\log q(z|x,y)\\big) + H(q(y|x)) \\Big]_{z \\sim q(z|x,y)}
+        - \\sum_{(x,y) \\in L} \\big[ \\mathrm{ELBO}(x, y) + \\alpha \\log q(y|x) \\big]
 
     On unlabelled images the label site ``"y"`` of the guide is enumerated in parallel
     (``pyro.infer.config_enumerate``) and summed out exactly by Pyro's
