@@ -317,9 +317,14 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
     test_sets = {} if test_sets is None else test_sets
     if key not in test_sets:
         data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
-        test_sets[key] = prepare_eval_splits(data, config.data.binarization)[1]
+        test_sets[key] = (prepare_eval_splits(data, config.data.binarization)[1],
+                          data.test_labels)
         del data
-    test = test_sets[key]
+    test, labels = test_sets[key]
+    if getattr(vae, "conditional", False):  # log p(x | y): the model reads the labels too
+        if labels is None:
+            raise ConfigError(f"{run} is a conditional model, but its data has no test labels")
+        test = (test, labels)
     cached = load_result(run, config.eval.k, config.eval.seed) if reuse else None
     if cached is not None and cached.fingerprint == data_fingerprint(test):
         return None, cached, state
@@ -443,6 +448,9 @@ def cmd_export(args):
         raise ConfigError(f"{out} exists; pass --overwrite to replace it or choose another -o")
     if not out.parent.is_dir():
         raise ConfigError(f"folder {out.parent} does not exist; create it or choose another -o")
+    if getattr(vae, "conditional", False):
+        raise ConfigError("export covers models of x alone; a conditional model's latents "
+                          "depend on the label as well")
     data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
     test = prepare_eval_splits(data, config.data.binarization)[1][:args.num_images]
     try:
@@ -502,10 +510,15 @@ def cmd_score(args):
         raise ConfigError(f"{name} images have shape {data.event_shape}, the run's model takes "
                           f"{vae.event_shape}")
     test = prepare_eval_splits(data, config.data.binarization)[1]
+    if getattr(vae, "conditional", False):  # scores are then -log p(x | y)
+        if data.test_labels is None:
+            raise ConfigError(f"{name} has no test labels, which the conditional model needs")
+        test = (test, data.test_labels)
     result = log_likelihood(vae.model, vae.guide, test, num_particles=args.k,
                             batch_size=args.batch_size, particle_batch=args.particle_batch,
                             seed=args.seed, device=device, progress=not args.quiet)
-    labels = data.test_labels.tolist() if data.test_labels is not None else [""] * test.shape[0]
+    labels = data.test_labels.tolist() if data.test_labels is not None else \
+        [""] * result.num_datapoints
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)

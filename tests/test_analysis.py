@@ -128,3 +128,46 @@ def test_anomaly_detection_smoke(tmp_path):
     import json as _json
     cfg = _json.loads((tmp_path / "a" / "run" / "config.json").read_text())
     assert cfg["data"]["classes"] == [0, 1, 2, 4, 5, 6, 7, 8, 9]
+
+
+def test_ae_vs_vae_smoke(tmp_path):
+    import json
+
+    script = load_script("ae_vs_vae")
+    script.main(["--data", "digits", "--epochs", "1", "--k", "3", "--num-codes", "100",
+                 "--out", str(tmp_path / "runs")])
+    summary = json.loads((tmp_path / "runs" / "ae_vs_vae.json").read_text())
+    assert set(summary) == {"vae", "ae", "dae"}
+    assert (tmp_path / "runs" / "ae_vs_vae.png").read_bytes()[:4] == b"\x89PNG"
+    assert all(row["hole_ratio"] > 0 for row in summary.values())
+
+
+def test_hole_ratio_separates_covered_from_uncovered_latents():
+    import numpy as np
+
+    script = load_script("ae_vs_vae")
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal((500, 5))
+    covered = script.hole_statistics(rng.standard_normal((500, 5)), draws)[0]
+    shrunk = script.hole_statistics(0.1 * rng.standard_normal((500, 5)), draws)[0]
+    assert 0.7 < covered < 1.5 and shrunk > 5
+
+
+def test_benchmark_distributed_reads_epoch_speeds(tmp_path, monkeypatch):
+    """The benchmark's runner, with the training replaced by a metrics file."""
+    import json
+
+    bench = load_script("benchmark_distributed")
+
+    def fake_run(command, env, check, stdout):
+        out = Path(command[command.index("--out") + 1])
+        out.mkdir(parents=True)
+        lines = [{"epoch": e, "images_per_second": v} for e, v in ((1, 5.0), (2, 10.0), (3, 12.0))]
+        (out / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+        assert env["OMP_NUM_THREADS"] == ("1" if "torch.distributed.run" in command else "2")
+
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    out = tmp_path / "b.json"
+    bench.main(["--data", "digits", "--epochs", "3", "--threads", "2", "--json", str(out)])
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["nproc"], r["images_per_second"]) for r in rows] == [(1, 11.0), (2, 11.0)]

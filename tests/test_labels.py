@@ -270,3 +270,8 @@ def test_cvae_draws_the_class_it_is_asked_for(tmp_path, capsys):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert cli.main(["sample", str(run), "--label", "10", "-o", str(tmp_path / "x.png")]) == 2
     assert "--label must lie in [0, 10)" in capsys.readouterr().err
+    # evaluate and score read the test labels: log p(x | y)
+    assert cli.main(["evaluate", str(run), "--k", "5", "--quiet"]) == 0
+    assert cli.main(["score", str(run), "--k", "5", "-o", str(tmp_path / "s.csv"),
+                     "--quiet"]) == 0
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 1 + 297
