@@ -523,11 +523,11 @@ def cmd_score(args):
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["index", "label", "neg_log_likelihood", "neg_elbo", "khat"])
-        for i in range(test.shape[0]):
+        for i in range(result.num_datapoints):
             writer.writerow([i, labels[i], f"{-float(result.log_likelihood[i]):.6f}",
                              f"{-float(result.elbo[i]):.6f}", f"{float(result.khat[i]):.4f}"])
     tmp.replace(out)
-    print(f"{out}: {test.shape[0]} images of {name}; mean -log p(x) {-result.mean:.3f} nats "
+    print(f"{out}: {result.num_datapoints} images of {name}; mean -log p(x) {-result.mean:.3f} nats "
           f"(k = {args.k})")
     return 0
 

@@ -171,3 +171,13 @@ def test_benchmark_distributed_reads_epoch_speeds(tmp_path, monkeypatch):
     bench.main(["--data", "digits", "--epochs", "3", "--threads", "2", "--json", str(out)])
     rows = json.loads(out.read_text())["rows"]
     assert [(r["nproc"], r["images_per_second"]) for r in rows] == [(1, 11.0), (2, 11.0)]
+
+
+def test_semi_supervised_smoke(tmp_path):
+    script = load_script("semi_supervised")
+    rows = script.main(["--data", "digits", "--labels", "20", "50", "--epochs", "1", "--k", "3",
+                        "--out", str(tmp_path / "m2")])
+    assert [r["num_labelled"] for r in rows] == [20, 50]
+    assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
+    assert (tmp_path / "m2" / "table.md").read_text().count("\n") == 4
+    assert (tmp_path / "m2" / "accuracy.png").exists()

@@ -27,7 +27,19 @@ def make_guide(name, **options):
 
 def make_prior(name, **options):
     guide = make_guide("diagonal_normal")
-    return C.build_component(C.PRIORS, name, "prior", ctx(guide=guide), options)
+    return C.build_component(C.PRIORS, name, "prior", ctx(guide=guide, context_dim=K),
+                             options)
+
+
+K = 3  # classes of the conditional prior's context
+
+
+def call_prior(prior, batch_size, label=None):
+    """p(z) of a batch, or p(z|y) for a conditional prior (labels 0, 1, 2, ... or ``label``)."""
+    if not getattr(prior, "conditional", False):
+        return prior(batch_size)
+    y = torch.arange(batch_size) % K if label is None else torch.full((batch_size,), label)
+    return prior(batch_size, context=torch.nn.functional.one_hot(y, K).float())
 
 
 def grid(lo=-7.0, hi=7.0, n=281):
@@ -39,7 +51,7 @@ def grid(lo=-7.0, hi=7.0, n=281):
 @pytest.mark.parametrize("name", sorted(C.PRIORS))
 def test_prior_shapes_and_own_samples(name):
     prior = make_prior(name)
-    p = prior(5)
+    p = call_prior(prior, 5)
     assert p.batch_shape == (5,) and p.event_shape == (D,)
     z = p.sample()
     assert z.shape == (5, D)
@@ -53,7 +65,7 @@ def test_prior_density_integrates_to_one(name):
     prior = make_prior(name)
     zz, area = grid()
     with torch.no_grad():
-        total = float(prior(1).log_prob(zz[:, None, :]).exp().sum() * area)
+        total = float(call_prior(prior, 1, label=2).log_prob(zz[:, None, :]).exp().sum() * area)
     assert total == pytest.approx(1.0, abs=0.01)
 
 
@@ -180,19 +192,23 @@ def test_full_cov_guide_is_a_proper_cholesky_gaussian():
                          list(itertools.product(sorted(C.PRIORS), sorted(C.GUIDES),
                                                 sorted(C.LIKELIHOODS))))
 def test_every_combination_builds_trains_and_evaluates(prior, guide, likelihood):
+    conditional = getattr(C.PRIORS[prior], "conditional", False)
     config = C.ModelConfig(prior=prior, guide=guide, likelihood=likelihood, latent_dim=D,
-                           hidden=[8], prior_options={"num_pseudo": 3} if prior == "vamp" else {})
+                           hidden=[8], prior_options={"num_pseudo": 3} if prior == "vamp" else {},
+                           conditional=conditional, num_classes=K if conditional else 0)
     if prior == "vamp" and not C.GUIDES[guide].invertible:
         with pytest.raises(ConfigError, match="needs the inverse of its flow.*Use a guide"):
             C.build_vae(config, (X,))
         return
     vae = C.build_vae(config, (X,))
     x = torch.bernoulli(torch.full((4, X), 0.5))
-    loss = Trace_ELBO().differentiable_loss(vae.model, vae.guide, x)
+    data = (x, torch.tensor([0, 1, 2, 1])) if conditional else x  # p(x | y): y given
+    loss = Trace_ELBO().differentiable_loss(vae.model, vae.guide, *(data if conditional else
+                                                                    (x,)))
     loss.backward()
     assert torch.isfinite(loss)
     with torch.no_grad():
-        lw = log_weights(vae.model, vae.guide, x, 3)
+        lw = log_weights(vae.model, vae.guide, data, 3)
     assert lw.shape == (3, 4) and torch.isfinite(lw).all()
 
 
