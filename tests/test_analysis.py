@@ -181,3 +181,15 @@ def test_semi_supervised_smoke(tmp_path):
     assert all(0 <= r["test_accuracy"] <= 1 for r in rows)
     assert (tmp_path / "m2" / "table.md").read_text().count("\n") == 4
     assert (tmp_path / "m2" / "accuracy.png").exists()
+
+
+def test_conditional_samples_smoke(tmp_path):
+    run = tmp_path / "cvae"
+    assert cli.main(["train", "cvae", "--epochs", "1", "--quiet", "--device", "cpu",
+                     "--set", "eval.k=2", "--out", str(run)]) == 0
+    script = load_script("conditional_samples")
+    result = script.main([str(run), "--per-class", "5", "--train-images", "500",
+                          "--columns", "4"])
+    assert set(result["per_class"]) == set(range(10))
+    assert 0 <= result["overall"] <= 1
+    assert (run / "samples-by-label.png").exists()
