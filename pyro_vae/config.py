@@ -544,6 +544,10 @@ def build_vae(model_config, event_shape, image_shape=None):
                           f"{sorted(INFERENCE)}")
     ctx = BuildContext(tuple(event_shape), dims[0], hidden[0], m.activation, m.network,
                        tuple(image_shape) if image_shape is not None else None)
+    if m.hierarchical and m.uses_labels:
+        raise ConfigError("conditional and semi-supervised models are flat VAEs: give "
+                          "model.latent_dim as one number, or leave model.conditional and "
+                          "model.semi_supervised false for a hierarchy")
     if m.hierarchical:
         return _build_hierarchical(m, ctx, dims, hidden)
     if m.inference != "bottom_up" or not isinstance(m.guide, str):

@@ -231,6 +231,8 @@ def test_bad_models_of_labels_are_refused(tmp_path):
         build_vae(ModelConfig(conditional=True, num_classes=10, prior="vamp"), (64,))
     with pytest.raises(ConfigError, match="exclude each other"):
         build_vae(ModelConfig(conditional=True, semi_supervised=True, num_classes=10), (64,))
+    with pytest.raises(ConfigError, match="flat VAEs"):
+        build_vae(ModelConfig(conditional=True, num_classes=10, latent_dim=[4, 2]), (64,))
     with pytest.raises(ConfigError, match="needs a label"):
         build_vae(ModelConfig(prior="conditional_normal"), (64,))
     vae = build_vae(ModelConfig(conditional=True, num_classes=10, latent_dim=3, hidden=[8]),
