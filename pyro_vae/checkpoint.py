@@ -12,18 +12,19 @@ A checkpoint holds everything needed to rebuild and resume a run (nanoGPT's habi
 
 It is written to a temporary file in the same folder, flushed to disk, then moved over
 the old one with :func:`os.replace`, so a crash mid-write leaves the previous checkpoint
-intact. It is read with ``torch.load(weights_only=True)``: a pickle that would run code is
+intact. It carries the SHA-256 digest of its content (``"digest"``), checked on load with
+the finiteness of every weight and optimizer moment. It is read with ``torch.load(weights_only=True)``: a pickle that would run code is
 refused, never executed.
 """
 
-import os
+import hashlib
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .errors import CheckpointError
+from .files import atomic_write
 
 #: Value of the ``"format"`` key that marks a pyro_vae checkpoint.
 FORMAT = "pyro_vae.checkpoint"
@@ -34,31 +35,59 @@ REQUIRED_KEYS = ("format", "version", "config", "event_shape", "model", "epoch",
 
 
 def atomic_save(obj, path):
-    """``torch.save(obj)`` to ``path`` atomically: a temporary file in the same folder,
-    flushed to disk, then moved over ``path`` with :func:`os.replace`.
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`pyro_vae.files.atomic_write`).
 
     :raises CheckpointError: if the folder is not writable or the disk is full; the
         previous file at ``path``, if any, is left as it was.
     """
-    path = Path(path)
-    fd, tmp = None, None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            fd = None
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise CheckpointError(f"could not write {path} ({e}); "
-                              "the previous checkpoint, if any, is unchanged") from None
-    finally:
-        if fd is not None:
-            os.close(fd)
-        if tmp is not None and os.path.exists(tmp):
-            os.unlink(tmp)
+    return atomic_write(path, lambda f: torch.save(obj, f), error=CheckpointError)
+
+
+def state_digest(state):
+    """SHA-256 hex digest of a checkpoint's content: every tensor's dtype, shape and bytes
+    and every plain value, walked in a fixed order (the ``"digest"`` key itself left out).
+
+    A checkpoint stores the digest of its content when written and :func:`load_checkpoint`
+    recomputes it, so a flipped bit anywhere (weights, optimizer moments, RNG states) is
+    found at load time instead of surfacing later as a diverging run.
+    """
+    h = hashlib.sha256()
+
+    def walk(obj):
+        if isinstance(obj, torch.Tensor):
+            t = obj.detach().to("cpu").contiguous()
+            h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(obj, dict):
+            h.update(b"{")
+            for key in sorted(obj, key=repr):
+                if key == "digest":
+                    continue
+                h.update(repr(key).encode())
+                walk(obj[key])
+            h.update(b"}")
+        elif isinstance(obj, (list, tuple)):
+            h.update(b"[")
+            for item in obj:
+                walk(item)
+            h.update(b"]")
+        else:
+            h.update(repr(obj).encode())
+
+    walk(state)
+    return h.hexdigest()
+
+
+def _non_finite(tree, prefix=""):
+    """Names of the floating-point tensors in ``tree`` that hold a NaN or an infinity."""
+    if isinstance(tree, torch.Tensor):
+        return [prefix] if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) \
+            else []
+    if isinstance(tree, dict):
+        return [n for key, value in tree.items() for n in _non_finite(value, f"{prefix}/{key}")]
+    if isinstance(tree, (list, tuple)):
+        return [n for i, value in enumerate(tree) for n in _non_finite(value, f"{prefix}/{i}")]
+    return []
 
 
 def safe_load(path, map_location="cpu"):
@@ -94,7 +123,9 @@ def save_checkpoint(state, path):
     :param path: destination file; its folder must exist.
     :raises CheckpointError: if the file cannot be written; the previous one is kept.
     """
-    atomic_save({"format": FORMAT, "version": VERSION, **state}, path)
+    state = {"format": FORMAT, "version": VERSION, **state}
+    state["digest"] = state_digest(state)
+    atomic_save(state, path)
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -120,4 +151,14 @@ def load_checkpoint(path, map_location="cpu"):
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}; it is incomplete")
+    if "digest" in state and state_digest(state) != state["digest"]:
+        raise CheckpointError(f"{path}: the checkpoint's content does not match the checksum "
+                              "written with it: the file was corrupted after it was saved (a "
+                              "flipped bit on disk or in a copy). Use another copy, or best.pt")
+    bad = _non_finite({key: state.get(key) for key in ("model", "optimizer")})
+    if bad:
+        raise CheckpointError(f"{path}: {len(bad)} tensor(s) hold NaN or infinite values "
+                              f"({', '.join(b.lstrip('/') for b in bad[:3])}"
+                              f"{' ...' if len(bad) > 3 else ''}); the checkpoint cannot be "
+                              "trained or evaluated. Use another copy, or best.pt")
     return state

@@ -10,12 +10,36 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import __version__
 from .config import Config, apply_overrides, list_recipes, parse_value, resolve_recipe
 from .distributed import SINGLE, launched_by_torchrun
-from .errors import ConfigError, PyroVAEError, TrainingDiverged
+from .errors import ConfigError, PyroVAEError, TrainingDiverged, TrainingWarning
+
+
+def positive_int(text, most=None):
+    """An argparse type: an integer of at least 1 (and at most ``most``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most:,}, got {value:,}")
+    return value
+
+
+def _particles(text):
+    from .config import MAX_PARTICLES
+
+    return positive_int(text, MAX_PARTICLES)
+
+
+#: The most images ``pyro-vae sample`` draws into one figure (a 100 x 100 grid).
+MAX_SAMPLES = 10_000
 
 
 def _add_device(p):
@@ -24,9 +48,11 @@ def _add_device(p):
 
 
 def _add_eval_options(p):
-    p.add_argument("--k", type=int, help="particles per datapoint (default: the recipe's eval.k)")
-    p.add_argument("--batch-size", type=int, help="test images per chunk (default: the recipe's)")
-    p.add_argument("--particle-batch", type=int,
+    p.add_argument("--k", type=_particles,
+                   help="particles per datapoint (default: the recipe's eval.k)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="test images per chunk (default: the recipe's)")
+    p.add_argument("--particle-batch", type=positive_int,
                    help="particles per chunk; memory grows with batch size x particle batch")
     p.add_argument("--seed", type=int, help="seed of the guide's samples (default: the recipe's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -48,14 +74,15 @@ def build_parser():
                    help="recipe name in models/ or path to a .toml (default: vae)")
     t.add_argument("--data", help="digits, fashion-mnist, mnist or a path to a .npz "
                                   "(default: the recipe's)")
-    t.add_argument("--data-dir", help="folder searched first for data files")
+    t.add_argument("--data-dir", help="the folder holding the data files (then the only place "
+                                      "looked in)")
     t.add_argument("--download", action="store_true",
                    help="allow torchvision to download missing data into the cache")
     t.add_argument("--epochs", type=int, help="number of epochs (with --resume: the new total)")
-    t.add_argument("--batch-size", type=int, help="images per step")
+    t.add_argument("--batch-size", type=positive_int, help="images per step")
     t.add_argument("--lr", type=float, help="Adam learning rate")
     t.add_argument("--seed", type=int, help="random seed")
-    t.add_argument("--latent-dim", type=int, help="size of the latent z")
+    t.add_argument("--latent-dim", type=positive_int, help="size of the latent z")
     t.add_argument("--labels", type=int,
                    help="semi-supervised recipes: training images that keep their label")
     t.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
@@ -89,7 +116,8 @@ def build_parser():
                        description="Sample z from the prior and save a grid of the "
                                    "likelihood's means as a PNG.")
     s.add_argument("run", help="run folder")
-    s.add_argument("-n", "--num-samples", type=int, default=64, help="number of images")
+    s.add_argument("-n", "--num-samples", type=lambda t: positive_int(t, MAX_SAMPLES), default=64,
+                   help=f"number of images (at most {MAX_SAMPLES:,})")
     s.add_argument("-o", "--output", help="PNG file (default: RUN/samples-<n>-seed<seed>.png)")
     s.add_argument("--seed", type=int, default=0, help="random seed")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -108,9 +136,10 @@ def build_parser():
                                    "(arviz.from_netcdf opens it).")
     e.add_argument("run", help="run folder")
     e.add_argument("-o", "--output", help="netCDF file (default: RUN/latents.nc)")
-    e.add_argument("--num-images", type=int, default=1000, help="first test images to export")
-    e.add_argument("--num-samples", type=int, default=100, help="draws kept per image")
-    e.add_argument("--k", type=int, default=1000, help="guide draws behind the resampling")
+    e.add_argument("--num-images", type=positive_int, default=1000,
+                   help="first test images to export")
+    e.add_argument("--num-samples", type=positive_int, default=100, help="draws kept per image")
+    e.add_argument("--k", type=_particles, default=1000, help="guide draws behind the resampling")
     e.add_argument("--seed", type=int, default=0, help="random seed")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _add_device(e)
@@ -122,7 +151,8 @@ def build_parser():
                                    "train/evaluate saved; nothing is re-estimated.")
     r.add_argument("runs", nargs="+", help="run folders")
     r.add_argument("-o", "--output", required=True, help="output folder")
-    r.add_argument("--k", type=int, help="which saved estimates (default: each run's eval.json k)")
+    r.add_argument("--k", type=_particles,
+                   help="which saved estimates (default: each run's eval.json k)")
     r.add_argument("--seed", type=int, default=0, help="seed of the saved estimates")
     r.add_argument("--overwrite", action="store_true", help="replace an existing report")
     _add_device(r)
@@ -135,11 +165,13 @@ def build_parser():
                                     "(anomalies).")
     sc.add_argument("run", help="run folder")
     sc.add_argument("--data", help="data set (default: the run's)")
-    sc.add_argument("--data-dir", help="folder searched first for data files")
+    sc.add_argument("--data-dir", help="the folder holding the data files (then the only place "
+                                       "looked in)")
     sc.add_argument("-o", "--output", required=True, help="CSV file to write")
-    sc.add_argument("--k", type=int, default=1000, help="particles per image")
-    sc.add_argument("--batch-size", type=int, default=100, help="images per chunk")
-    sc.add_argument("--particle-batch", type=int, default=500, help="particles per chunk")
+    sc.add_argument("--k", type=_particles, default=1000, help="particles per image")
+    sc.add_argument("--batch-size", type=positive_int, default=100, help="images per chunk")
+    sc.add_argument("--particle-batch", type=positive_int, default=500,
+                    help="particles per chunk")
     sc.add_argument("--seed", type=int, default=0, help="seed of the guide's samples")
     sc.add_argument("--quiet", action="store_true", help="no progress bar")
     sc.add_argument("--overwrite", action="store_true", help="replace an existing file")
@@ -226,8 +258,10 @@ def _print_summary(summary):
 
 def cmd_train(args):
     """``pyro-vae train``: a new run, or ``--resume RUN``; under torchrun, data-parallel
-    over the ranks (rank 0 writes the run folder)."""
-    from .runs import check_run_folder, load_run, prepare_run_folder
+    over the ranks (rank 0 writes the run folder and holds its lock)."""
+    from .checkpoint import load_checkpoint
+    from .runfolder import (check_run_argument, check_run_folder, create_run_folder,
+                            note_stale, open_run_folder)
     from .train import Run
 
     world = args.world
@@ -237,13 +271,14 @@ def cmd_train(args):
         if changed or args.recipe or args.out or args.overwrite:
             raise ConfigError("--resume continues a run as it was recorded; only --epochs, "
                               "--device and --quiet may be given with it")
+        _on_main(world, lambda: check_run_argument(args.resume, "--resume"))
         # rank 0 reads the run; the other ranks (other nodes, maybe) get its recipe
-        config = _on_main(world, lambda: load_run(args.resume, device="cpu")[1].to_dict())
+        config = _on_main(world, lambda: load_checkpoint(args.resume)["config"])
         config = Config.from_dict(config, where=f"run {args.resume}")
         if args.epochs is not None:
             config = apply_overrides(config, {"train.epochs": args.epochs})
-        run = Run(config, args.resume, device=args.device, quiet=args.quiet, world=world)
-        run.resume()
+        out = Path(args.resume)
+        lock = _lock_on_main(world, lambda: open_run_folder(out, "pyro-vae train --resume"))
     else:
         config = apply_overrides(resolve_recipe(args.recipe), _overrides(args))
         if args.out:
@@ -253,9 +288,26 @@ def cmd_train(args):
             stamp = world.broadcast(time.strftime('%Y%m%d-%H%M%S'))
             out = Path("runs") / f"{config.name}-{data_name}-{stamp}"
         _on_main(world, lambda: check_run_folder(out, overwrite=args.overwrite))
-        # data and model first: if they fail, nothing on disk has changed
-        run = Run(config, out, device=args.device, quiet=args.quiet, world=world)
-        _on_main(world, lambda: prepare_run_folder(out, overwrite=args.overwrite))
+        lock = None
+    try:
+        if args.resume:
+            run = Run(config, out, device=args.device, quiet=args.quiet, world=world)
+            run.resume()
+        else:
+            # data and model first: if they fail, nothing on disk has changed
+            run = Run(config, out, device=args.device, quiet=args.quiet, world=world)
+            command = "pyro-vae train" + (" --overwrite" if args.overwrite else "")
+            lock = _lock_on_main(world, lambda: create_run_folder(out, args.overwrite, command))
+        if lock is not None:
+            note_stale(lock)
+        return _fit_and_finish(run, config, world)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fit_and_finish(run, config, world):
+    """Train ``run``, evaluate it and print the summary; returns the exit status."""
     try:
         run.fit()
     except TrainingDiverged as e:
@@ -270,13 +322,35 @@ def cmd_train(args):
                   f"checkpoint is saved: continue with  {launch} train --resume {run.run_dir}",
                   file=sys.stderr)
         return 130
-    summary = run.finish()
+    try:
+        summary = run.finish()
+    except KeyboardInterrupt:
+        if world.is_main:
+            print(f"pyro-vae: interrupted during the final evaluation; training is complete and "
+                  f"saved in {run.run_dir}: evaluate it with  pyro-vae evaluate {run.run_dir}",
+                  file=sys.stderr)
+        return 130
     if world.is_main:
         if world.distributed:
             print(f"trained data-parallel on {world.size} processes "
                   f"({run.device.type}); global batch {config.train.batch_size}")
         _print_summary(summary)
+    if run.diverging:
+        if world.is_main:
+            print(f"pyro-vae: error: the objective diverged (the last epoch's train ELBO is far "
+                  f"below the untrained model's; see {run.run_dir / 'metrics.jsonl'}); the run "
+                  "is kept but its numbers are not those of a trained model. Lower train.lr or "
+                  "set train.clip_norm", file=sys.stderr)
+        return 1
     return 0
+
+
+def _lock_on_main(world, fn):
+    """``fn()`` (which takes a run lock) on rank 0: the lock there, ``None`` on the other
+    ranks; an error on rank 0 is raised on every rank."""
+    held = []
+    _on_main(world, lambda: held.append(fn()))
+    return held[0] if held else None
 
 
 def _on_main(world, fn):
@@ -337,8 +411,11 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
 
 def cmd_evaluate(args):
     """``pyro-vae evaluate RUN --k 5000``: table on stdout, numbers into ``RUN/eval.json``."""
-    from .runs import update_eval_json
+    from .runfolder import check_run_argument
+    from .runs import read_eval_json, update_eval_json
 
+    check_run_argument(args.run)
+    read_eval_json(args.run)  # a damaged eval.json is reported before, not after, the work
     summary, _, state = _evaluate_run(args.run, args)
     if not args.world.is_main:
         return 0
@@ -432,11 +509,9 @@ def cmd_sample(args):
 
 def cmd_export(args):
     """``pyro-vae export RUN -o latents.nc``: ArviZ InferenceData of test-image latents."""
-    import os
-    import tempfile
-
     from .data import load_dataset, prepare_eval_splits
     from .export import to_inference_data
+    from .files import atomic_write
     from .runs import load_run, resolve_device
 
     if args.num_images < 1:
@@ -458,14 +533,7 @@ def cmd_export(args):
                                   num_particles=args.k, seed=args.seed, device=device)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        idata.to_netcdf(tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(out, idata.to_netcdf, binary=None)
     est = idata.estimates
     print(f"{out}: {test.shape[0]} test images, {args.num_samples} draws each "
           f"(resampled from k = {args.k}); mean log p(x) bound "
@@ -495,6 +563,7 @@ def cmd_score(args):
 
     from .data import load_dataset, prepare_eval_splits
     from .evaluate import log_likelihood
+    from .files import atomic_write
     from .runs import load_run, resolve_device
 
     out = Path(args.output)
@@ -519,14 +588,14 @@ def cmd_score(args):
                             seed=args.seed, device=device, progress=not args.quiet)
     labels = data.test_labels.tolist() if data.test_labels is not None else \
         [""] * result.num_datapoints
-    tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
+    def write(f):
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["index", "label", "neg_log_likelihood", "neg_elbo", "khat"])
         for i in range(result.num_datapoints):
             writer.writerow([i, labels[i], f"{-float(result.log_likelihood[i]):.6f}",
                              f"{-float(result.elbo[i]):.6f}", f"{float(result.khat[i]):.4f}"])
-    tmp.replace(out)
+
+    atomic_write(out, write, binary=False)
     print(f"{out}: {result.num_datapoints} images of {name}; mean -log p(x) {-result.mean:.3f} nats "
           f"(k = {args.k})")
     return 0
@@ -550,22 +619,43 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare
 def main(argv=None):
     """Run ``pyro-vae`` with ``argv`` (default ``sys.argv[1:]``); return the exit status.
 
-    0 on success, 1 when training diverged, 2 for bad input (the message says what to do).
+    0 on success, 1 when training diverged, 2 for bad input (the message says what to do),
+    130 when interrupted (Ctrl-C); every file already written is complete (all writes are
+    atomic) and the message says what to run next.
     """
-    args = build_parser().parse_args(argv)
-    args.world = SINGLE
     try:
-        if args.command in DISTRIBUTED_COMMANDS:
-            from .distributed import init_world
-            args.world = init_world(args.device)
-        elif launched_by_torchrun():
-            raise ConfigError(f"pyro-vae {args.command} runs in one process; under torchrun "
-                              f"use one of: {', '.join(DISTRIBUTED_COMMANDS)}")
-        return COMMANDS[args.command](args)
-    except PyroVAEError as e:
-        if args.world.is_main:
-            print(f"pyro-vae: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        from .distributed import shutdown_world
-        shutdown_world(args.world)
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse printed the usage and what was wrong
+        return e.code if isinstance(e.code, int) else 2
+    args.world = SINGLE
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", TrainingWarning)
+        warnings.showwarning = _show_warning
+        try:
+            if args.command in DISTRIBUTED_COMMANDS:
+                from .distributed import init_world
+                args.world = init_world(args.device)
+            elif launched_by_torchrun():
+                raise ConfigError(f"pyro-vae {args.command} runs in one process; under torchrun "
+                                  f"use one of: {', '.join(DISTRIBUTED_COMMANDS)}")
+            return COMMANDS[args.command](args)
+        except PyroVAEError as e:
+            if args.world.is_main:
+                print(f"pyro-vae: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            if args.world.is_main:
+                print(f"pyro-vae: interrupted (Ctrl-C) during {args.command}; every file written "
+                      "so far is complete, nothing is half-written", file=sys.stderr)
+            return 130
+        finally:
+            from .distributed import shutdown_world
+            shutdown_world(args.world)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, TrainingWarning):
+        print(f"pyro-vae: warning: {message}", file=file or sys.stderr)
+    else:
+        print(warnings.formatwarning(message, category, filename, lineno, line),
+              file=file or sys.stderr, end="")

@@ -15,10 +15,14 @@ can be rebuilt without the recipe file (:func:`build_vae`).
 
 import dataclasses
 import inspect
+import os
 import tomllib
 import types
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from .errors import ConfigError
 from .guides import (DeltaGuide, DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide,
@@ -331,7 +335,14 @@ class Config:
 
         :raises ConfigError: naming the setting and its value.
         """
+        check_name(self.name, where)
         self.model.latent_sizes()
+        if isinstance(self.eval.k, int) and self.eval.k > MAX_PARTICLES:
+            raise ConfigError(f"{where}: eval.k = {self.eval.k:g} particles per test image cannot be "
+                              f"meant: at about 1e5 datapoint-particles a second on a CPU, 10,000 "
+                              f"test images would take {self.eval.k * 1e4 / 1e5 / 86400:,.0f} days. "
+                              f"The published protocol uses 5000; at most {MAX_PARTICLES:,} are "
+                              "accepted")
         positive = {"train.batch_size": self.train.batch_size, "train.lr": self.train.lr,
                     "eval.k": self.eval.k, "eval.batch_size": self.eval.batch_size,
                     "eval.particle_batch": self.eval.particle_batch}
@@ -369,6 +380,25 @@ class Config:
                               f"of {list(schedules)}")
         if not 0 < t.lr_decay <= 1:
             raise ConfigError(f"{where}: train.lr_decay must be in (0, 1], got {t.lr_decay}")
+
+
+#: The most particles per datapoint an evaluation accepts (the published protocol: 5000).
+MAX_PARTICLES = 100_000
+#: What a recipe name may be: it names run folders, so no path separators or leading dot.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=,@-]{0,99}$")
+
+
+def check_name(name, where="recipe"):
+    """Refuse a recipe name that is not a plain file name (it names the default run folder
+    ``runs/<name>-<data>-<time>``, so ``../x`` or ``/abs`` would write outside ``runs/``).
+
+    :raises ConfigError: naming the bad value and what is allowed.
+    """
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
+        raise ConfigError(f"{where}: name {name!r} is not a plain name; it names the run folder "
+                          "runs/<name>-<data>-<time>, so it may hold letters, digits and "
+                          "_ . + = , @ - (no '/', no '..', no leading '.' or space, at most "
+                          "100 characters)")
 
 
 def _check_keys(d, valid, where):
@@ -442,9 +472,14 @@ def load_recipe(path):
         raise ConfigError(f"recipe {path} not found; give a path to a .toml file or the name "
                           f"of one in models/ ({', '.join(list_recipes()) or 'none found'})")
     try:
-        d = tomllib.loads(path.read_text())
+        d = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"recipe {path}: not valid TOML ({e})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"recipe {path}: not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}); "
+                          "TOML files are UTF-8: save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"recipe {path}: cannot read it ({e.strerror})") from None
     d.setdefault("name", path.stem)
     return Config.from_dict(d, where=f"recipe {path}")
 
@@ -562,6 +597,58 @@ def build_vae(model_config, event_shape, image_shape=None):
                                  dataclasses.replace(ctx, hidden=hidden[0][::-1]),
                                  m.likelihood_options)
     return VAE(prior, guide, likelihood, event_shape=event_shape)
+
+
+#: Bytes per parameter that training holds: the weight, its gradient and Adam's two moments
+#: (float32), before activations.
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def count_parameters(model_config, event_shape, image_shape=None):
+    """The number of parameters of the model a :class:`ModelConfig` describes, counted on
+    PyTorch's ``meta`` device (no memory is allocated, so an absurd size can be refused
+    before it exhausts the machine).
+
+    :returns: an int, or ``None`` if some component cannot be built on the meta device.
+    :raises ConfigError: as :func:`build_vae`.
+    """
+    try:
+        with torch.device("meta"):
+            vae = build_vae(model_config, event_shape, image_shape)
+    except ConfigError:
+        raise
+    except Exception:  # noqa: BLE001 - a component that needs real tensors to be built
+        return None
+    return sum(p.numel() for p in vae.parameters())
+
+
+def physical_memory():
+    """The machine's physical memory in bytes (``None`` where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_size(model_config, event_shape, image_shape=None, memory=None):
+    """Refuse a model whose training could not fit in memory, before building it.
+
+    :param int memory: bytes available (default: :func:`physical_memory`).
+    :returns: the number of parameters (or ``None`` when it cannot be counted).
+    :raises ConfigError: when the parameters alone, with their gradients and Adam's
+        moments (:data:`TRAINING_BYTES_PER_PARAMETER` bytes each), exceed ``memory``; the
+        message gives the sizes to lower.
+    """
+    n = count_parameters(model_config, event_shape, image_shape)
+    memory = physical_memory() if memory is None else memory
+    if n is not None and memory and n * TRAINING_BYTES_PER_PARAMETER > memory:
+        m = model_config
+        raise ConfigError(
+            f"the model has {n:,} parameters: training needs at least "
+            f"{n * TRAINING_BYTES_PER_PARAMETER / 2**30:,.1f} GiB for them, their gradients "
+            f"and Adam's moments, more than this machine's {memory / 2**30:,.1f} GiB. Lower "
+            f"model.latent_dim ({m.latent_dim}) or model.hidden ({m.hidden})")
+    return n
 
 
 def _build_with_labels(m, ctx, hidden):

@@ -127,6 +127,10 @@ def _image_shape(shape, what):
     if len(shape) == 3:
         return (1, int(shape[1]), int(shape[2]))
     if len(shape) == 4:
+        if shape[3] <= 4 < shape[1]:
+            raise DataError(f"{what}: shape {tuple(shape)} looks channels-last (N, H, W, C) with "
+                            f"{shape[3]} channel(s); pyro_vae reads 4-dimensional images as "
+                            "channels-first (N, C, H, W). Save np.moveaxis(images, -1, 1)")
         return tuple(int(s) for s in shape[1:])
     if len(shape) == 2:
         side = math.isqrt(int(shape[1]))
@@ -265,10 +269,14 @@ def cache_dir():
 
 
 def search_dirs(source, data_dir=None):
-    """The folders searched for ``source``'s files, in order (see the module docstring)."""
-    roots = []
+    """The folders searched for ``source``'s files, in order (see the module docstring).
+
+    An explicit ``data_dir`` is the only place looked in (with its sub-folder layouts):
+    the user named it, so files elsewhere are never read instead."""
     if data_dir is not None:
-        roots.append(Path(data_dir))
+        root = Path(data_dir)
+        return [root / sub if sub else root for sub in source.folders]
+    roots = []
     if os.environ.get("PYRO_VAE_DATA"):
         roots.append(Path(os.environ["PYRO_VAE_DATA"]))
     roots.append(cache_dir())
@@ -280,6 +288,9 @@ def _find_idx(folder, stem):
     for candidate in (folder / stem, folder / (stem + ".gz")):
         if candidate.is_file():
             return candidate
+        if candidate.exists():
+            raise DataError(f"{candidate} is not a file (a folder or a device where the IDX file "
+                            "should be); move it aside or give another --data-dir")
     return None
 
 
@@ -289,21 +300,30 @@ def find_idx_files(source, data_dir=None):
     :raises DataError: listing every folder looked in and how to get the files.
     """
     looked = search_dirs(source, data_dir)
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise DataError(f"{source.name}: --data-dir {data_dir} " +
+                        ("is not a folder" if Path(data_dir).exists() else "does not exist") +
+                        "; it is the only place looked in when given. Give the folder that "
+                        f"holds train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz] "
+                        f"({source.how_to_get})")
     for folder in looked:
         train = _find_idx(folder, "train-images-idx3-ubyte")
         test = _find_idx(folder, "t10k-images-idx3-ubyte")
         if train is not None and test is not None:
             return train, test
     places = "\n  ".join(str(d) for d in looked)
+    if data_dir is not None:
+        places += "\n(only --data-dir is searched when it is given)"
     raise DataError(f"{source.name}: no train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz] "
                     f"found. Looked in:\n  {places}\nTo get them: {source.how_to_get}")
 
 
-def download_idx(source):
-    """Fetch ``source`` with torchvision into the cache folder (only on explicit request)."""
+def download_idx(source, root=None):
+    """Fetch ``source`` with torchvision into ``root`` (default the cache folder; only on
+    explicit request)."""
     import torchvision.datasets
 
-    root = cache_dir()
+    root = Path(root) if root is not None else cache_dir()
     root.mkdir(parents=True, exist_ok=True)
     cls = getattr(torchvision.datasets, source.torchvision_class)
     try:
@@ -325,7 +345,7 @@ def load_idx_dataset(name, data_dir=None, download=False):
     except DataError:
         if not download:
             raise
-        download_idx(source)
+        download_idx(source, data_dir)
         train_path, test_path = find_idx_files(source, data_dir)
     train = read_idx_images(train_path)
     test = read_idx_images(test_path)
@@ -365,12 +385,28 @@ def load_npz(path):
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: no such file")
+        raise DataError(f"{path}: no such file" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise DataError(f"{path}: cannot read it ({e.strerror})") from None
+    if head != b"PK\x03\x04":
+        raise DataError(f"{path}: not a .npz file (a .npz is a zip archive written by np.savez; "
+                        "this file does not start like one). Save your arrays with "
+                        "np.savez(path, train=..., test=...)")
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
-    except Exception as e:  # zipfile, pickle-refusal and format errors
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise DataError(f"{path}: an array holds Python objects (dtype object), which are "
+                            "never loaded (unpickling can run code); save plain numeric arrays "
+                            "(uint8 0..255 or floats in [0, 1])") from None
         raise DataError(f"{path}: cannot read it as a .npz file ({e})") from None
+    except Exception as e:  # noqa: BLE001 - zipfile and format errors of a damaged archive
+        raise DataError(f"{path}: cannot read it as a .npz file; it is damaged or truncated "
+                        f"({type(e).__name__}: {e})") from None
     missing = [k for k in ("train", "test") if k not in arrays]
     if missing:
         raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}. "
@@ -415,16 +451,38 @@ def load_dataset(name, data_dir=None, download=False):
     :raises DataError: for an unknown name (listing the valid ones), missing or corrupt
         files, or bad values.
     """
-    if str(name).endswith(".npz"):
+    if str(name).lower().endswith(".npz"):
         data = load_npz(name)
     elif name in DATASETS:
         data = DATASETS[name](data_dir=data_dir, download=download)
     else:
-        raise DataError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)} "
+        hint = ""
+        if Path(str(name)).is_file():
+            hint = f" ({name} is a file, but only .npz files are read)"
+        raise DataError(f"unknown data set {name!r}{hint}; choose one of {sorted(DATASETS)} "
                         "or give a path to a .npz file")
     for split in ("train", "validation", "test"):
         check_images(getattr(data, split), f"{data.name} {split} split")
     return data
+
+
+def data_fingerprint(data):
+    """SHA-256 of every split's values and labels (hex, first 16 characters): the same
+    for the same images whatever folder they were read from, different for any change.
+
+    :param ImageData data: a loaded data set.
+    :returns: ``{"source": where it was read, "fingerprint": hex digest}``.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for split in ("train", "validation", "test"):
+        for t in (getattr(data, split), getattr(data, f"{split}_labels")):
+            if t is not None:
+                t = t.contiguous()
+                h.update(f"{split}{tuple(t.shape)}{t.dtype}".encode())
+                h.update(t.numpy().tobytes())
+    return {"name": data.name, "source": str(data.source), "fingerprint": h.hexdigest()[:16]}
 
 
 def keep_classes(data, classes):

@@ -36,3 +36,8 @@ class TrainingDiverged(PyroVAEError):
         super().__init__(message)
         self.epoch = epoch
         self.step = step
+
+
+class TrainingWarning(UserWarning):
+    """Training went on, but something about it needs the user's attention (for example
+    the objective diverging far below the untrained model's)."""

@@ -8,12 +8,12 @@ the caller; the CLI uses ``Agg``.
 """
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torchvision.utils import make_grid
+
+from .files import atomic_write
 
 
 def _axes(ax, figsize):
@@ -390,22 +390,22 @@ def plot_kl_curves(metrics, ax=None):
 
 
 def save_figure(ax, path, dpi=120):
-    """Save the figure holding ``ax`` to ``path`` atomically, then close it.
+    """Save the figure holding ``ax`` to ``path`` atomically (see
+    :func:`pyro_vae.files.atomic_write`), then close it. The format follows the suffix
+    (``.png``, ``.pdf``, ``.svg``, ...).
 
     :returns: the path.
+    :raises PyroVAEError: if the file cannot be written (the old one is kept).
     """
     import matplotlib.pyplot as plt
 
     path = Path(path)
     fig = ax.figure
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi,
+                                                   format=path.suffix.lstrip(".") or "png"),
+                     binary=None)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         plt.close(fig)
     return path

@@ -19,9 +19,11 @@ the bounds against k together.
 import base64
 import html
 import json
+import os
 from pathlib import Path
 
 from .errors import ConfigError
+from .files import write_text
 
 _CHECK_SCRIPT = """<script>
 window.addEventListener('load', function () {
@@ -37,21 +39,48 @@ def _fmt(value, digits=3):
 
 
 def _load(run, k, seed):
-    from .runs import load_result, read_metrics
+    from .runs import load_result, read_eval_json, read_metrics
 
     run = Path(run)
     eval_path = run / "eval.json"
     if not (run / "config.json").is_file() or not eval_path.is_file():
         raise ConfigError(f"{run}: no config.json or eval.json; give a run folder made by "
                           "pyro-vae train (and evaluated)")
-    summary = json.loads(eval_path.read_text())
+    summary = read_eval_json(run)
+    try:
+        config = json.loads((run / "config.json").read_text(encoding="utf-8"))
+        config["model"], config["data"]  # noqa: B018 - the tables the report reads
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{run / 'config.json'} is damaged ({type(e).__name__}: {e}); "
+                          "restore it from the checkpoint's config or leave the run out") from None
     k = int(summary.get("k", 0)) if k is None else int(k)
     result = load_result(run, k, seed)
     if result is None:
         raise ConfigError(f"{run}: no saved estimates for k = {k}, seed {seed}; run "
                           f"pyro-vae evaluate {run} --k {k} first")
-    return {"name": run.name, "dir": run, "config": json.loads((run / "config.json").read_text()),
+    return {"name": run.name, "dir": run, "config": config,
             "metrics": read_metrics(run), "summary": summary, "result": result}
+
+
+def unique_names(run_dirs):
+    """Names for runs in a report, one per run and all different: the folder's name, with
+    as many parent folders as needed to tell runs of the same name apart (``a-digits``,
+    ``b-digits``), and a number for a folder given twice; safe as file names."""
+    paths = [Path(os.path.abspath(r)) for r in run_dirs]
+    names = []
+    for i, p in enumerate(paths):
+        depth = 1
+        while depth < len(p.parts) and any(
+                q.parts[-depth:] == p.parts[-depth:] for j, q in enumerate(paths)
+                if j != i and q != p):
+            depth += 1
+        names.append("-".join(p.parts[-depth:]).strip("/") or "run")
+    seen = {}
+    for i, name in enumerate(names):
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] > 1:
+            names[i] = f"{name}-{seen[name]}"
+    return names
 
 
 def _figures(runs, fig_dir, device):
@@ -129,9 +158,15 @@ def build_report(run_dirs, out_dir, k=None, seed=0, device="cpu"):
     from .evaluate import compare
 
     runs = [_load(run, k, seed) for run in run_dirs]
+    for r, name in zip(runs, unique_names(run_dirs)):
+        r["name"] = name
     out = Path(out_dir)
     fig_dir = out / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fig_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the report folder {fig_dir} ({e.strerror}); choose "
+                          "another -o") from None
     figures = _figures(runs, fig_dir, device)
     title = "pyro_vae report: " + ", ".join(r["name"] for r in runs)
     md = [f"# {title}", ""]
@@ -186,6 +221,6 @@ def build_report(run_dirs, out_dir, k=None, seed=0, device="cpu"):
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
             f"</title>{style}</head><body>" + "\n".join(body) + _CHECK_SCRIPT + "</body></html>")
     html_path, md_path = out / "report.html", out / "report.md"
-    html_path.write_text(page)
-    md_path.write_text("\n".join(md) + "\n")
+    write_text(html_path, page)
+    write_text(md_path, "\n".join(md) + "\n")
     return html_path, md_path

@@ -6,7 +6,6 @@ figures, and the per-datapoint log-likelihood estimates of each evaluation
 """
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -15,10 +14,8 @@ from . import evaluate
 from .checkpoint import atomic_save, load_checkpoint, safe_load
 from .config import Config, build_vae
 from .errors import CheckpointError, ConfigError, RunFolderError
-
-#: Files that mark a folder as a pyro_vae run folder.
-RUN_MARKERS = ("config.json", "checkpoint.pt", "metrics.jsonl")
-
+from .files import write_text
+from .runfolder import check_run_argument
 
 def resolve_device(device="auto"):
     """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` / ``"cuda:N"``.
@@ -40,71 +37,69 @@ def resolve_device(device="auto"):
 
 
 
-def check_run_folder(out, overwrite=False):
-    """Check that a new run may be written to ``out``, changing nothing on disk.
-
-    :returns: True if ``out`` holds a run that ``overwrite`` will replace.
-    :raises RunFolderError: if ``out`` is a file, or a non-empty folder, unless
-        ``overwrite`` is set and it is a pyro_vae run folder. A non-empty folder that is
-        not a run folder is never replaced.
-    """
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise RunFolderError(f"{out} exists and is a file; choose another --out")
-    if not (out.is_dir() and any(out.iterdir())):
-        return False
-    if not overwrite:
-        raise RunFolderError(f"run folder {out} already exists; pass --overwrite to replace it, "
-                             f"--resume {out} to continue it, or choose another --out")
-    if not any((out / m).exists() for m in RUN_MARKERS):
-        raise RunFolderError(f"{out} is not empty and is not a pyro_vae run folder; "
-                             "refusing to delete it. Choose another --out")
-    return True
-
-
-def prepare_run_folder(out, overwrite=False):
-    """Create ``out`` for a new run, replacing an old run there only if ``overwrite``.
-
-    :raises RunFolderError: see :func:`check_run_folder`.
-    """
-    out = Path(out)
-    if check_run_folder(out, overwrite):
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
 def read_metrics(run_dir):
     """The per-epoch records of ``run_dir/metrics.jsonl`` (a list of dicts). A last line
-    cut short (the process killed while appending it) is left out."""
+    cut short (the process killed while appending it) is left out.
+
+    :raises RunFolderError: for a line before the last that is not a JSON object (the file
+        was edited or damaged), naming the line.
+    """
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunFolderError(f"{path}: cannot read it ({e}); restore it or move it aside") from None
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
     records = []
-    for i, line in enumerate(lines):
+    for j, (number, line) in enumerate(numbered):
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError("not a record with an integer 'epoch'")
+            records.append(record)
+        except ValueError as e:
+            if j < len(numbered) - 1:
+                raise RunFolderError(f"{path}: line {number} is not a metrics record ({e}); the "
+                                     "file was edited or damaged. Fix or delete that line (the "
+                                     "checkpoint does not depend on it), then run again") from None
     return records
 
 
 def write_json(path, obj):
-    """Write ``obj`` as indented JSON to ``path`` atomically (temporary file, then rename)."""
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
+    """Write ``obj`` as indented JSON to ``path`` atomically.
 
+    :raises RunFolderError: if the file cannot be written (the old one is kept)."""
+    return write_text(path, json.dumps(obj, indent=2) + "\n", error=RunFolderError)
+
+
+def read_eval_json(run_dir):
+    """The dict in ``run_dir/eval.json`` (empty if there is none).
+
+    :raises RunFolderError: if the file is not a JSON object (it was edited or damaged),
+        saying where and what to do; nothing is overwritten.
+    """
+    path = Path(run_dir) / "eval.json"
+    if not path.is_file():
+        return {}
+    try:
+        current = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{path} is not valid JSON ({e}); it was edited or damaged. Move "
+                             "it aside (pyro-vae evaluate then writes a new one) or repair "
+                             "it") from None
+    if not isinstance(current, dict):
+        raise RunFolderError(f"{path} holds {type(current).__name__}, not a JSON object; move "
+                             "it aside (pyro-vae evaluate then writes a new one)")
+    return current
 
 
 def update_eval_json(run_dir, results):
     """Merge ``results`` into ``run_dir/eval.json`` (written atomically)."""
-    path = Path(run_dir) / "eval.json"
-    current = json.loads(path.read_text()) if path.is_file() else {}
+    current = read_eval_json(run_dir)
     current.update(results)
-    write_json(path, current)
+    write_json(Path(run_dir) / "eval.json", current)
     return current
 
 
@@ -144,20 +139,70 @@ def load_run(run_dir, device="auto", weights="auto"):
     :param str weights: ``"last"`` (``checkpoint.pt``), ``"best"`` (``best.pt``, the best
         validation epoch) or ``"auto"``: the best epoch when the run used early stopping
         (``train.patience``) and has one, as the test evaluation after training does.
+        The best epoch is the one the checkpoint records (see :func:`best_state`).
     :returns: ``(vae, config, checkpoint)`` with the VAE on ``device`` in eval mode.
-    :raises CheckpointError: for a missing or bad checkpoint.
+    :raises RunFolderError: if ``run_dir`` is not a run folder (e.g. a checkpoint file).
+    :raises CheckpointError: for a missing or bad checkpoint, or weights that do not fit
+        the model its own config describes.
     :raises ConfigError: if the stored recipe is invalid.
     """
+    check_run_argument(run_dir)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     state = load_checkpoint(run_dir, map_location=device)
     config = Config.from_dict(state["config"], where=f"checkpoint in {run_dir}")
-    best = Path(run_dir) / "best.pt"
-    if weights == "best" or (weights == "auto" and config.train.patience and best.is_file()):
-        state = load_checkpoint(best, map_location=device)
+    if weights == "best" or (weights == "auto" and config.train.patience):
+        best = best_state(run_dir, state, map_location=device)
+        if best is not None:
+            state = best
+        elif weights == "best":
+            raise CheckpointError(f"{run_dir} has no best epoch (no validation ran)")
     vae = build_vae(config.model, tuple(state["event_shape"]), state.get("image_shape")).to(device)
-    vae.load_state_dict(state["model"])
+    load_weights(vae, state, run_dir)
     vae.eval()
     return vae, config, state
+
+
+def load_weights(vae, state, where):
+    """``vae.load_state_dict(state["model"])`` with a clear error.
+
+    :raises CheckpointError: if the checkpoint's weights do not fit the model its config
+        describes (the file was edited, or mixed from two runs).
+    """
+    try:
+        vae.load_state_dict(state["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        text = str(e).strip().splitlines()
+        raise CheckpointError(f"{where}: the checkpoint's weights do not fit the model its own "
+                              f"config describes ({' '.join(t.strip() for t in text[:3])[:300]}); "
+                              "the checkpoint was edited or mixed from two runs. Use another "
+                              "copy") from None
+
+
+def best_state(run_dir, state, map_location="cpu"):
+    """The checkpoint of the best validation epoch that ``state`` (the run's last
+    checkpoint) records, or ``None`` when it records none.
+
+    ``best.pt`` is used when it holds that epoch. A run killed after writing its checkpoint
+    and before writing ``best.pt`` left ``best.pt`` an epoch behind; then the best epoch is
+    the checkpoint's own (it was written at the end of it), which is returned instead.
+
+    :raises CheckpointError: if neither holds the recorded best epoch.
+    """
+    epoch = int((state.get("best") or {}).get("epoch") or 0)
+    if epoch == 0:
+        return None
+    path = Path(run_dir) / "best.pt"
+    found = None
+    if path.is_file():
+        best = load_checkpoint(path, map_location=map_location)
+        if int(best["epoch"]) == epoch:
+            return best
+        found = int(best["epoch"])
+    if int(state["epoch"]) == epoch and not state.get("batch_in_epoch"):
+        return state
+    raise CheckpointError(f"{run_dir}: the checkpoint records epoch {epoch} as the best, but "
+                          + ("there is no best.pt" if found is None else f"best.pt holds epoch "
+                             f"{found}") + "; the best weights are lost (the last epoch is in checkpoint.pt)")
 
 
 def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, world=None):

@@ -27,6 +27,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -37,16 +38,18 @@ from tqdm.auto import tqdm
 
 from . import evaluate
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import build_vae
-from .data import (EpochBatches, keep_classes, labelled_subset, load_dataset,
+from .config import build_vae, check_model_size
+from .data import (EpochBatches, data_fingerprint, keep_classes, labelled_subset, load_dataset,
                    prepare_eval_splits)
 from .distributed import SINGLE, rank_seed
-from .errors import CheckpointError, ConfigError, TrainingDiverged
+from .errors import (CheckpointError, ConfigError, RunFolderError, TrainingDiverged,
+                     TrainingWarning)
+from .files import write_text
 from .nets import MLP, ConvDecoder, ConvEncoder
 from .objectives import (ELBO, FreeBitsELBO, IWAEObjective, ScaleLatents, SemiSupervisedELBO,
                          make_objective)
-from .runs import (evaluate_run, read_metrics, resolve_device, save_result, update_eval_json,
-                   write_figures, write_json)
+from .runs import (best_state, evaluate_run, load_weights, read_metrics, resolve_device,
+                   save_result, update_eval_json, write_figures, write_json)
 
 def check_compatible(likelihood, data, binarization):
     """Refuse a likelihood on data outside its support, before any training.
@@ -169,6 +172,7 @@ class Trainer:
         self.epoch_loss = 0.0
         self.epoch_count = 0
         self.stop_requested = False
+        self.initial_elbo = None
         self._found_inf = None
         self._lr_set = self.lr
         self._stop_agreed = False
@@ -236,6 +240,8 @@ class Trainer:
         with pyro.validation_enabled(self.step == 0), self._unregistered():
             loss = self._forward(x, self.kl_weight())
         value = loss.item()
+        if self.initial_elbo is None and math.isfinite(value):
+            self.initial_elbo = -value / evaluate.batch_size_of(x)
         where = f"at epoch {self.epoch + 1}, step {self.step + 1}"
         world = self.world
         if not math.isfinite(value) and not world.distributed:
@@ -334,7 +340,7 @@ class Trainer:
         state = {"model": self.vae.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "epoch": self.epoch, "step": self.step, "rng": rng,
                  "batch_in_epoch": self.batch_in_epoch, "epoch_loss": epoch_loss,
-                 "epoch_count": int(epoch_count)}
+                 "epoch_count": int(epoch_count), "initial_elbo": self.initial_elbo}
         if self.world.distributed:
             # each rank samples with its own RNG; the data generator is shared
             state["rng_ranks"] = self.world.all_gather(
@@ -342,9 +348,25 @@ class Trainer:
         return state
 
     def load_state_dict(self, state):
-        """Restore what :meth:`state_dict` returned."""
-        self.vae.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        """Restore what :meth:`state_dict` returned.
+
+        :raises CheckpointError: if the weights or the optimizer state do not fit the model.
+        """
+        load_weights(self.vae, state, "checkpoint")
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"the checkpoint's optimizer state does not fit the model ({e});"
+                                  " it was edited or mixed from two runs") from None
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                for key, value in self.optimizer.state.get(p, {}).items():
+                    if torch.is_tensor(value) and value.dim() > 0 and value.shape != p.shape:
+                        raise CheckpointError(f"the checkpoint's optimizer state {key!r} has shape "
+                                              f"{tuple(value.shape)} for a parameter of shape "
+                                              f"{tuple(p.shape)}; it was edited or mixed from "
+                                              "two runs")
+        self.initial_elbo = state.get("initial_elbo")
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self._lr_set = None
         self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
@@ -416,10 +438,14 @@ class Run:
         # an earlier model in this process would otherwise shadow this one's parameters
         pyro.clear_param_store()
         seed_everything(cfg.train.seed)
-        self.data = keep_classes(load_dataset(cfg.data.name, cfg.data.data_dir,
-                                              cfg.data.download), cfg.data.classes)
+        data = load_dataset(cfg.data.name, cfg.data.data_dir, cfg.data.download)
+        #: where the data was read and a fingerprint of it (in config.json and checkpoints)
+        self.data_source = data_fingerprint(data)
+        self.data = keep_classes(data, cfg.data.classes)
+        del data
         if cfg.model.uses_labels:
             self.config = cfg = with_num_classes(cfg, self.data)
+        check_model_size(cfg.model, self.data.event_shape, self.data.image_shape)
         if cfg.data.labels and not cfg.model.semi_supervised:
             raise ConfigError(f"data.labels ({cfg.data.labels}) chooses the labelled images of a "
                               "semi-supervised model; this recipe is not one (set "
@@ -462,6 +488,7 @@ class Run:
         self.best = {"epoch": 0, "validation_elbo": None, "bad_epochs": 0}
         self.elapsed = 0.0
         self.stop_reason = None
+        self.diverging = False
 
     @property
     def checkpoint_path(self):
@@ -477,7 +504,7 @@ class Run:
         state = self.trainer.state_dict()
         state.update(config=self.config.to_dict(), event_shape=list(self.data.event_shape),
                      image_shape=list(self.data.image_shape), best=dict(self.best),
-                     elapsed=self.elapsed)
+                     elapsed=self.elapsed, data_source=dict(self.data_source))
         return state
 
     def save(self, best=False):
@@ -511,19 +538,67 @@ class Run:
         return _to_device(state, self.device)
 
     def resume(self):
-        """Load the run's checkpoint and drop metrics of epochs it does not hold.
+        """Load the run's checkpoint, check that it belongs to this run, drop metrics of
+        epochs it does not hold, and make ``best.pt`` agree with it.
 
         :raises CheckpointError: for a missing or bad checkpoint.
+        :raises RunFolderError: if the checkpoint's recipe is not the one in
+            ``config.json``, the data differs from the data the run was trained on, or
+            ``metrics.jsonl`` is damaged.
         """
         state = self._load(self.checkpoint_path)
+        if self.world.is_main:
+            self._check_belongs(state)
+            metrics = [m for m in read_metrics(self.run_dir)
+                       if m["epoch"] <= int(state["epoch"])]
         self.trainer.load_state_dict(state)
         self.best = dict(state.get("best", self.best))
         self.elapsed = float(state.get("elapsed", 0.0))
         if self.world.is_main:
-            metrics = [m for m in read_metrics(self.run_dir)
-                       if m["epoch"] <= self.trainer.epoch]
-            (self.run_dir / "metrics.jsonl").write_text(
-                "".join(json.dumps(m) + "\n" for m in metrics))
+            write_text(self.run_dir / "metrics.jsonl",
+                       "".join(json.dumps(m) + "\n" for m in metrics), error=RunFolderError)
+            if self.config.train.patience and best_state(self.run_dir, state) is state:
+                # killed between writing the checkpoint and best.pt: the checkpoint is the
+                # best epoch itself, so best.pt is rewritten from it
+                self.save_checkpoint_as_best(state)
+
+    def save_checkpoint_as_best(self, state):
+        """Write ``state`` (a checkpoint just read) to ``best.pt`` (rank 0)."""
+        from .checkpoint import atomic_save
+
+        atomic_save(state, self.best_path)
+
+    def _check_belongs(self, state):
+        """Refuse a checkpoint of another recipe or data than the run folder's."""
+        recorded = self.run_dir / "config.json"
+        if recorded.is_file():
+            try:
+                on_disk = json.loads(recorded.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                raise RunFolderError(f"{recorded} is damaged ({e}); restore it, or delete it "
+                                     "to resume from the checkpoint's own recipe") from None
+            on_disk = {key: value for key, value in on_disk.items() if key != "data_source"}
+            mine = {**state["config"], "train": {**state["config"].get("train", {}),
+                                                 "epochs": None}}
+            theirs = {**on_disk, "train": {**on_disk.get("train", {}), "epochs": None}}
+            if mine != theirs:
+                keys = sorted(f"{table}.{key}" for table in ("model", "data", "train", "eval")
+                              for key in set(mine.get(table, {})) | set(theirs.get(table, {}))
+                              if mine.get(table, {}).get(key) != theirs.get(table, {}).get(key))
+                raise RunFolderError(
+                    f"{self.checkpoint_path} holds recipe {state['config'].get('name')!r}, but "
+                    f"this run folder's config.json is recipe {on_disk.get('name')!r}"
+                    f"{' (they differ in ' + ', '.join(keys[:6]) + ')' if keys else ''}; "
+                    "the checkpoint comes from another run. Resume that run's own folder, or "
+                    "start a new run")
+        source = state.get("data_source")
+        if source and source.get("fingerprint") != self.data_source["fingerprint"]:
+            raise RunFolderError(
+                f"the run was trained on {source.get('name')} read from {source.get('source')} "
+                f"(fingerprint {source.get('fingerprint')}); the data read now from "
+                f"{self.data_source['source']} differs (fingerprint "
+                f"{self.data_source['fingerprint']}). Resuming would mix two data sets; give "
+                "the original files (data.data_dir), or start a new run")
 
     def validation_terms(self):
         """Means over the validation set (seeded, single sample) of the ELBO, its
@@ -569,7 +644,8 @@ class Run:
         epochs = t.epochs if epochs is None else int(epochs)
         main = self.world.is_main
         if main:
-            write_json(self.run_dir / "config.json", self.config.to_dict())
+            write_json(self.run_dir / "config.json",
+                       {**self.config.to_dict(), "data_source": self.data_source})
         trainer = self.trainer
         remaining = max(0, epochs * len(trainer.batches) - trainer.step)
         records = []
@@ -609,6 +685,15 @@ class Run:
                     self.elapsed = time.perf_counter() - started
                     # the metrics line first, then the checkpoint: killed in between, the
                     # resumed run drops the line of the epoch the checkpoint does not hold
+                    if diverging(train_elbo, trainer.initial_elbo):
+                        record["diverging"] = True
+                        if main and not self.diverging:
+                            warnings.warn(
+                                f"the objective is diverging: train ELBO {train_elbo:.4g} nats in "
+                                f"epoch {trainer.epoch}, against {trainer.initial_elbo:.4g} for "
+                                "the untrained model at the first step; lower train.lr or set "
+                                "train.clip_norm", TrainingWarning, stacklevel=2)
+                    self.diverging = bool(record.get("diverging"))
                     if main:
                         with open(self.run_dir / "metrics.jsonl", "a") as f:
                             f.write(json.dumps(record) + "\n")
@@ -635,9 +720,13 @@ class Run:
         the ones evaluated. In a distributed run the ranks share the estimate and rank 0
         writes. Returns the summary dict."""
         evaluated_epoch = self.trainer.epoch
-        if self.config.train.patience and self.world.broadcast(self.best_path.exists()):
+        if self.config.train.patience and self.best["epoch"] and \
+                self.best["epoch"] != self.trainer.epoch:
             state = self._load(self.best_path)
-            self.vae.load_state_dict(state["model"])
+            if int(state["epoch"]) != self.best["epoch"]:
+                raise CheckpointError(f"{self.best_path} holds epoch {int(state['epoch'])}, but "
+                                      f"the best validation epoch was {self.best['epoch']}")
+            load_weights(self.vae, state, self.best_path)
             evaluated_epoch = int(state["epoch"])
         with eager():
             summary, result = evaluate_run(self.vae, self.test, self.config, self.device,
@@ -651,7 +740,7 @@ class Run:
         save_result(self.run_dir, result)
         summary.update(run=str(self.run_dir), epochs=self.trainer.epoch, steps=self.trainer.step,
                        evaluated_epoch=evaluated_epoch, stopped=self.stop_reason,
-                       best_epoch=self.best["epoch"])
+                       best_epoch=self.best["epoch"], diverging=self.diverging)
         metrics = read_metrics(self.run_dir)
         if metrics:
             summary["validation_elbo"] = metrics[-1]["validation_elbo"]
@@ -660,6 +749,21 @@ class Run:
             write_figures(self.vae, self.test, self.data.image_shape, self.run_dir, metrics,
                           seed=self.config.train.seed)
         return summary
+
+
+#: The objective counts as diverging when the epoch's train ELBO lies this many times the
+#: untrained model's magnitude below the untrained model's ELBO.
+DIVERGENCE_FACTOR = 10.0
+
+
+def diverging(train_elbo, initial_elbo):
+    """Whether an epoch's train ELBO (nats per datapoint) is far worse than the untrained
+    model's at the first step: below ``initial - DIVERGENCE_FACTOR * max(1, |initial|)``.
+    Ordinary training only raises the ELBO, so this flags a learning rate that throws the
+    model far from any sensible one (e.g. ``--lr 1000``)."""
+    if train_elbo is None or initial_elbo is None:
+        return False
+    return train_elbo < initial_elbo - DIVERGENCE_FACTOR * max(1.0, abs(initial_elbo))
 
 
 def with_num_classes(config, data):
@@ -671,15 +775,33 @@ def with_num_classes(config, data):
         raise ConfigError(f"{data.name} has no labels, which a conditional or semi-supervised "
                           "model needs (digits has them, and IDX files whose label files lie "
                           "beside the images)")
-    found = int(max(int(y.max()) for y in (data.train_labels, data.validation_labels,
-                                            data.test_labels) if y is not None)) + 1
+    labels = [y for y in (data.train_labels, data.validation_labels, data.test_labels)
+              if y is not None]
+    found = int(max(int(y.max()) for y in labels)) + 1
+    if min(int(y.min()) for y in labels) < 0:
+        raise ConfigError(f"{data.name} has negative labels; a model of labels needs classes "
+                          "0, 1, ..., K-1")
     m = config.model
+    present = torch.cat(labels).unique()
+    if not m.num_classes and present.numel() < found:
+        missing = sorted(set(range(found)) - set(present.tolist()))
+        raise ConfigError(
+            f"{data.name} has labels up to {found - 1}, but only {present.numel()} distinct "
+            f"values ({_short(present.tolist())}); labels {_short(missing)} never occur, so "
+            f"the model would have {found} classes. Relabel the data as 0..K-1, or set "
+            f"model.num_classes = {found} if that many classes are meant")
     if m.num_classes and m.num_classes < found:
         raise ConfigError(f"model.num_classes is {m.num_classes} but {data.name} has labels up "
                           f"to {found - 1}")
     if m.num_classes:
         return config
     return dataclasses.replace(config, model=dataclasses.replace(m, num_classes=found))
+
+
+def _short(values, n=12):
+    values = list(values)
+    return ", ".join(map(str, values[:n])) + (f", ... ({len(values)} in all)" if len(values) > n
+                                              else "")
 
 
 @torch.no_grad()

@@ -19,7 +19,8 @@ from pyro_vae import cli, evaluate
 from pyro_vae.config import apply_overrides, resolve_recipe
 from pyro_vae.data import load_dataset, prepare_eval_splits
 from pyro_vae.distributed import init_world
-from pyro_vae.runs import load_run, prepare_run_folder
+from pyro_vae.runfolder import prepare_run_folder
+from pyro_vae.runs import load_run
 from pyro_vae.train import Run
 
 #: The recipe of the Run-API checks: small, so that two epochs take a second.

@@ -31,7 +31,7 @@ def test_failed_write_keeps_previous(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(CheckpointError, match="previous checkpoint.*unchanged"):
+    with pytest.raises(CheckpointError, match="previous file.*unchanged"):
         save_checkpoint(minimal_state(epoch=2), p)
     assert p.read_bytes() == before
     assert os.listdir(tmp_path) == ["checkpoint.pt"]

@@ -31,7 +31,10 @@ def test_train_writes_the_run_folder(trained_run, capsys):
     assert config["model"]["hidden"] == [16] and config["train"]["epochs"] == 2
     assert len((trained_run / "metrics.jsonl").read_text().splitlines()) == 2
     state = load_checkpoint(trained_run)
+    source = config.pop("data_source")
     assert state["config"] == config and state["epoch"] == 2
+    assert source == state["data_source"] and source["name"] == "digits"
+    assert len(source["fingerprint"]) == 16
     result = json.loads((trained_run / "eval.json").read_text())
     assert result["test_elbo"] < 0 and result["num_test"] == 297
     assert result["k"] == 100 and result["test_log_likelihood"] >= result["test_elbo"]
@@ -100,7 +103,7 @@ def test_sample(trained_run, tmp_path, capsys):
 def test_existing_run_folder_is_refused(trained_run, capsys):
     before = (trained_run / "checkpoint.pt").read_bytes()
     assert cli.main(["train", "--out", str(trained_run), *TINY]) == 2
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert "already exists and is not empty; pass --overwrite" in capsys.readouterr().err
     assert (trained_run / "checkpoint.pt").read_bytes() == before
 
 
@@ -115,10 +118,15 @@ def test_resume_extends_a_run(tmp_path, capsys):
     assert "only --epochs" in capsys.readouterr().err
 
 
-def test_overwrite(tmp_path):
+def test_overwrite_replaces_only_a_marked_run(tmp_path, capsys):
     out = tmp_path / "r"
     out.mkdir()
     (out / "metrics.jsonl").write_text('{"epoch": 99}\n')
+    assert cli.main(["train", "--out", str(out), "--overwrite", *TINY]) == 2
+    assert "not a run folder made by pyro_vae" in capsys.readouterr().err
+    assert (out / "metrics.jsonl").read_text() == '{"epoch": 99}\n'
+    (out / "metrics.jsonl").unlink()
+    assert cli.main(["train", "--out", str(out), *TINY, "--epochs", "1"]) == 0
     assert cli.main(["train", "--out", str(out), "--overwrite", *TINY]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
@@ -133,7 +141,7 @@ def test_overwrite(tmp_path):
     (["train", "--set", "data.binarization=none"], "needs binary data"),
     (["train", "--set", "train.epoch=3"], "unknown key 'epoch'"),
     (["train", "--set", "noequals"], "expected TABLE.KEY=VALUE"),
-    (["evaluate", "/nonexistent/run"], "no checkpoint at"),
+    (["evaluate", "/nonexistent/run"], "no such run folder"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)  # where a default run folder would appear
@@ -159,9 +167,7 @@ def test_cuda_requested_without_cuda(capsys):
 @pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["compare"], ["sample"],
                                      ["recipes"]])
 def test_every_command_has_help(command, capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main([*command, "--help"])
-    assert e.value.code == 0
+    assert cli.main([*command, "--help"]) == 0
     assert "usage: pyro-vae" in capsys.readouterr().out
 
 

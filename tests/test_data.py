@@ -72,13 +72,15 @@ def test_missing_files_say_where_and_how(tmp_path, monkeypatch):
     monkeypatch.setattr(D, "IDX_SOURCES", {**D.IDX_SOURCES, "fashion-mnist": D.IDXSource(
         "fashion-mnist", ("", "fashion-mnist"), "FashionMNIST", (tmp_path / "debian",),
         D.IDX_SOURCES["fashion-mnist"].how_to_get)})
+    (tmp_path / "mine").mkdir()
     with pytest.raises(DataError) as e:
-        D.load_dataset("fashion-mnist", data_dir=tmp_path / "mine")
+        D.load_dataset("fashion-mnist")
     msg = str(e.value)
-    assert str(tmp_path / "mine") in msg and str(tmp_path / "debian") in msg
+    assert str(D.cache_dir()) in msg and str(tmp_path / "debian") in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "--download" in msg
-    with pytest.raises(DataError, match="Looked in"):
+    with pytest.raises(DataError, match="Looked in") as e:
         D.load_dataset("mnist", data_dir=tmp_path / "mine")
+    assert str(tmp_path / "mine") in str(e.value) and "only --data-dir" in str(e.value)
 
 
 def test_idx_wrong_magic(tmp_path):
@@ -153,7 +155,7 @@ def test_npz_missing_arrays(tmp_path):
 def test_npz_not_a_zip(tmp_path):
     p = tmp_path / "bad.npz"
     p.write_bytes(b"not a zip file at all")
-    with pytest.raises(DataError, match="cannot read it as a .npz"):
+    with pytest.raises(DataError, match="not a .npz file .a .npz is a zip archive"):
         D.load_dataset(str(p))
     with pytest.raises(DataError, match="no such file"):
         D.load_dataset(str(tmp_path / "absent.npz"))

@@ -19,7 +19,8 @@ from pyro_vae import evaluate
 from pyro_vae.data import EpochBatches, load_dataset, prepare_eval_splits
 from pyro_vae.distributed import SINGLE, World, init_world, rank_seed
 from pyro_vae.errors import ConfigError, DataError
-from pyro_vae.runs import load_run, prepare_run_folder, read_metrics
+from pyro_vae.runfolder import prepare_run_folder
+from pyro_vae.runs import load_run, read_metrics
 from pyro_vae.train import Run
 
 sys.path.insert(0, str(Path(__file__).parent))

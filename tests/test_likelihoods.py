@@ -99,7 +99,7 @@ def test_discretized_logistic_needs_the_datas_grid():
 @pytest.mark.parametrize("name, options", [("continuous_bernoulli", {}), ("gaussian", {}),
                                            ("discretized_logistic", {"num_bins": 17})])
 def test_grey_level_likelihoods_train_on_digits(tmp_path, name, options):
-    from pyro_vae.runs import prepare_run_folder
+    from pyro_vae.runfolder import prepare_run_folder
     from pyro_vae.train import Run
 
     cfg = C.apply_overrides(C.Config(), {

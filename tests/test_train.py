@@ -7,7 +7,8 @@ from pyro.infer import Trace_ELBO
 from pyro_vae import config as C
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.errors import ConfigError, RunFolderError, TrainingDiverged
-from pyro_vae.runs import load_run, prepare_run_folder, resolve_device
+from pyro_vae.runfolder import prepare_run_folder
+from pyro_vae.runs import load_run, resolve_device
 from pyro_vae.train import Run
 
 
@@ -88,19 +89,19 @@ def test_run_folder_rules(tmp_path):
     out = tmp_path / "run"
     prepare_run_folder(out)
     (out / "config.json").write_text("{}")
-    with pytest.raises(RunFolderError, match="already exists; pass --overwrite"):
+    with pytest.raises(RunFolderError, match="already exists and is not empty; pass --overwrite"):
         prepare_run_folder(out)
     assert (out / "config.json").exists()
     prepare_run_folder(out, overwrite=True)
-    assert list(out.iterdir()) == []
+    assert [p.name for p in out.iterdir()] == [".pyro_vae-run.json"]
     other = tmp_path / "precious"
     other.mkdir()
     (other / "thesis.tex").write_text("years of work")
-    with pytest.raises(RunFolderError, match="not a pyro_vae run folder; refusing"):
+    with pytest.raises(RunFolderError, match="not a run folder made by pyro_vae"):
         prepare_run_folder(other, overwrite=True)
     assert (other / "thesis.tex").read_text() == "years of work"
     (tmp_path / "file").write_text("x")
-    with pytest.raises(RunFolderError, match="is a file"):
+    with pytest.raises(RunFolderError, match="is not a folder"):
         prepare_run_folder(tmp_path / "file")
 
 

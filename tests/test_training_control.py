@@ -20,7 +20,8 @@ from pyro_vae.config import ModelConfig, build_vae
 from pyro_vae.errors import ConfigError, TrainingDiverged
 from pyro_vae.evaluate import log_weights
 from pyro_vae.objectives import ELBO, FreeBitsELBO, IWAEObjective, make_objective
-from pyro_vae.runs import load_run, prepare_run_folder
+from pyro_vae.runfolder import prepare_run_folder
+from pyro_vae.runs import load_run
 from pyro_vae.train import Run
 
 

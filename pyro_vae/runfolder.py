@@ -1,0 +1,335 @@
+"""Run folders that never lose a user's files: the marker, the lock, safe replacement.
+
+A folder is a run folder only when pyro_vae marked it so when it created it: the marker
+file :data:`MARKER` (JSON naming the tool, the run's id, when and by whom it was made).
+Folders that merely hold a ``config.json`` or a ``checkpoint.pt`` are never treated as
+runs to be replaced. Replacing a run (``--overwrite``) removes only the files pyro_vae
+writes into run folders (:data:`RUN_FILES`) and refuses, listing them, when the folder
+holds anything else; no folder is ever removed, so the current folder, the home folder
+and the folders above a run are safe by construction.
+
+A process that trains, resumes or replaces a run holds its lock (:class:`RunLock`): an
+advisory ``flock`` on :data:`LOCK`, taken atomically, which records the holder's pid,
+host, start time and command. A second process is refused with the holder named. The
+kernel releases the lock when its holder dies however it dies, so a lock file left by a
+killed process is recognised as stale and taken over.
+"""
+
+import fnmatch
+import json
+import os
+import socket
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from . import __version__
+from .errors import RunFolderError
+from .files import remove_temporary_files, temporary_files, write_text
+
+#: The file that marks a folder as a pyro_vae run folder (written when the run is created).
+MARKER = ".pyro_vae-run.json"
+#: The lock file of a run folder (present while a process holds the run, or left stale).
+LOCK = ".pyro_vae-run.lock"
+#: Name patterns of the files pyro_vae writes into a run folder; ``--overwrite`` removes
+#: these and nothing else.
+RUN_FILES = ("config.json", "checkpoint.pt", "best.pt", "metrics.jsonl", "eval.json",
+             "loglik-k*-seed*.pt", "samples.png", "reconstructions.png", "curves.png",
+             "layers.png", "samples-*.png", "layers-*.png", "latents.nc",
+             "events.out.tfevents.*", MARKER, LOCK)
+
+
+def is_run_folder(path):
+    """Whether ``path`` is a folder that pyro_vae marked as a run folder."""
+    return read_marker(path) is not None
+
+
+def read_marker(path):
+    """The marker record of the run folder ``path`` (a dict), or ``None`` if unmarked."""
+    marker = Path(path) / MARKER
+    try:
+        record = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("tool") == "pyro_vae" else None
+
+
+def write_marker(path, command="train"):
+    """Mark ``path`` as a run folder of this process (atomically); returns the record."""
+    record = {"tool": "pyro_vae", "version": __version__, "run_id": uuid.uuid4().hex,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+              "pid": os.getpid(), "command": command}
+    write_text(Path(path) / MARKER, json.dumps(record, indent=2) + "\n", error=RunFolderError)
+    return record
+
+
+def is_project_file(path):
+    """Whether a file inside a run folder is one pyro_vae writes there (:data:`RUN_FILES`,
+    or a temporary file of its atomic writer)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_file():
+        return False
+    if path in temporary_files(path.parent):
+        return True
+    return any(fnmatch.fnmatchcase(path.name, pattern) for pattern in RUN_FILES)
+
+
+def foreign_entries(folder):
+    """The entries of ``folder`` that pyro_vae did not write (sub-folders, links and files
+    outside :data:`RUN_FILES`), sorted."""
+    return sorted(p for p in Path(folder).iterdir() if not is_project_file(p))
+
+
+def _protected(folder):
+    """Why ``folder`` may never be replaced, or ``None``: the current folder, the home
+    folder, a folder above the current one, or the file-system root."""
+    real = Path(os.path.realpath(folder))
+    cwd = Path.cwd().resolve()
+    if real == cwd:
+        return "it is the current folder"
+    if real == Path.home().resolve():
+        return "it is your home folder"
+    if real in cwd.parents:
+        return "it holds the current folder"
+    if real == Path(real.anchor):
+        return "it is the root of the file system"
+    return None
+
+
+def _listing(paths, limit=8):
+    names = [p.name + ("/" if p.is_dir() and not p.is_symlink() else "") for p in paths]
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit
+                                       else "")
+
+
+def check_run_folder(out, overwrite=False):
+    """Check that a new run may be written to ``out``, changing nothing on disk.
+
+    :returns: True if ``out`` holds a run that ``overwrite`` will replace.
+    :raises RunFolderError: if ``out`` is a file; a non-empty folder without
+        ``overwrite``; with ``overwrite``, a folder that pyro_vae did not mark as a run
+        (whatever it holds), a run folder that holds files pyro_vae did not write (they are
+        listed), a symbolic link, or the current, home or root folder or one above the
+        current folder when anything in it would be removed.
+    """
+    out = Path(out)
+    if out.is_symlink() and overwrite:
+        raise RunFolderError(f"--out {out} is a symbolic link (to {os.path.realpath(out)}); "
+                             "--overwrite does not replace a run through a link. Give the "
+                             "folder itself, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise RunFolderError(f"{out} exists and is not a folder; choose another --out")
+    if not out.is_dir():
+        return False
+    entries = [p for p in out.iterdir() if p.name != LOCK]
+    if not entries:
+        return False
+    if not overwrite:
+        raise RunFolderError(f"run folder {out} already exists and is not empty; pass "
+                             f"--overwrite to replace a run there, --resume {out} to continue "
+                             "it, or choose another --out")
+    if not is_run_folder(out):
+        legacy = any((out / name).is_file() for name in ("checkpoint.pt", "config.json"))
+        raise RunFolderError(
+            f"{out} is not a run folder made by pyro_vae (it has no {MARKER}, which pyro_vae "
+            f"writes when it creates a run), so --overwrite deletes nothing in it "
+            f"(it holds: {_listing(entries)}). "
+            + ("If it is a run of pyro_vae 0.1, delete it yourself or resume it with --resume "
+               "(which marks it). " if legacy else "") + "Choose another --out")
+    foreign = foreign_entries(out)
+    if foreign:
+        raise RunFolderError(f"{out} is a run folder, but it also holds files pyro_vae did not "
+                             f"write: {_listing(foreign)}; --overwrite would leave them beside a "
+                             "new run, so it changes nothing. Move them elsewhere, or choose "
+                             "another --out")
+    why = _protected(out)
+    if why:
+        raise RunFolderError(f"--out {out}: {why}; pyro_vae does not replace a run there. "
+                             "Choose another --out")
+    return True
+
+
+class RunLock:
+    """The advisory lock of one run folder, held by one process at a time.
+
+    Taken with ``flock`` (atomic; released by the kernel when the holder exits, however it
+    exits) on :data:`LOCK` inside the folder, into which the holder writes its pid, host,
+    start time and command. Use it as a context manager, or :meth:`acquire` /
+    :meth:`release`.
+
+    :param folder: the run folder (it must exist).
+    :param str command: what the holder does (shown to a process that is refused).
+    :ivar dict stale: the record of a previous holder that died without releasing the lock
+        (``None`` if there was none).
+    :raises RunFolderError: from :meth:`acquire`, when another process holds the lock
+        (naming its pid, host, start time and command) or the folder is not writable.
+    """
+
+    def __init__(self, folder, command="train"):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self.command = command
+        self.fd = None
+        self.stale = None
+
+    def _holder(self):
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8") or "{}")
+        except (OSError, ValueError):
+            return {}
+
+    def acquire(self):
+        """Take the lock or raise :class:`~pyro_vae.errors.RunFolderError`; returns self."""
+        import fcntl
+
+        if self.fd is not None:
+            return self
+        for _ in range(100):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                raise RunFolderError(f"cannot lock run folder {self.folder} ({e.strerror}); "
+                                     "check that it exists and is writable") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                h = self._holder()
+                raise RunFolderError(
+                    f"run folder {self.folder} is in use: process {h.get('pid', '?')} on host "
+                    f"{h.get('host', '?')} has held it since {h.get('since', '?')} "
+                    f"({h.get('command', 'a pyro_vae command')}). Wait for it to finish or stop "
+                    "it; two processes never write one run") from None
+            try:  # the previous holder may have removed the file between open and flock
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            previous = self._holder()
+            self.stale = previous if previous.get("pid") else None
+            record = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": self.command}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+            self.fd = fd
+            return self
+        raise RunFolderError(f"could not lock run folder {self.folder}: its lock file kept "
+                             "changing; is another process starting on it?")
+
+    def release(self):
+        """Give the lock back and remove the lock file (nothing if not held)."""
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None
+
+    @property
+    def held(self):
+        """Whether this object holds the lock."""
+        return self.fd is not None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def note_stale(lock, stream=None):
+    """Print a one-line note when ``lock`` took over a stale lock."""
+    if lock.stale:
+        s = lock.stale
+        print(f"pyro-vae: note: took over the lock of {lock.folder} left by process "
+              f"{s.get('pid', '?')} on {s.get('host', '?')} ({s.get('command', '?')}, since "
+              f"{s.get('since', '?')}), which no longer holds it", file=stream or sys.stderr)
+
+
+def create_run_folder(out, overwrite=False, command="train"):
+    """Create (or, with ``overwrite``, replace) the run folder ``out``, mark it and lock it.
+
+    The checks of :func:`check_run_folder` are repeated under the lock, so two processes
+    started on one new folder cannot both write it. Replacing removes only the files
+    pyro_vae wrote (:data:`RUN_FILES`) and never a folder.
+
+    :returns: the held :class:`RunLock` (release it when the run ends).
+    :raises RunFolderError: see :func:`check_run_folder` and :class:`RunLock`.
+    """
+    out = Path(out)
+    check_run_folder(out, overwrite)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunFolderError(f"cannot create run folder {out} ({e.strerror}); choose another "
+                             "--out") from None
+    lock = RunLock(out, command).acquire()
+    try:
+        replace = check_run_folder(out, overwrite)
+        if replace:
+            for p in sorted(out.iterdir()):
+                if p.name != LOCK and is_project_file(p):
+                    p.unlink()
+        remove_temporary_files(out)
+        write_marker(out, command)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def open_run_folder(run_dir, command="resume"):
+    """Lock an existing run folder to continue it: refuses a folder that is not a run, marks
+    a run of pyro_vae 0.1 (which had no marker), removes temporary files of killed writes.
+
+    :returns: the held :class:`RunLock`.
+    :raises RunFolderError: if ``run_dir`` is not a run folder or is in use.
+    """
+    run_dir = Path(run_dir)
+    check_run_argument(run_dir, "--resume")
+    lock = RunLock(run_dir, command).acquire()
+    try:
+        if not is_run_folder(run_dir):
+            write_marker(run_dir, command)
+        remove_temporary_files(run_dir)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def check_run_argument(path, flag="RUN"):
+    """Check that ``path`` names a run folder (holding ``checkpoint.pt``), before any work.
+
+    :raises RunFolderError: for a checkpoint file given instead of its folder (the message
+        names the folder to give), a missing path, a file, or a folder without a checkpoint.
+    """
+    path = Path(path)
+    if path.is_file():
+        if path.suffix == ".pt" and (path.parent / "checkpoint.pt").is_file():
+            raise RunFolderError(f"{flag} {path} is a file; give its run folder instead: "
+                                 f"{path.parent}")
+        raise RunFolderError(f"{flag} {path} is a file, not a run folder; give the folder that "
+                             "pyro-vae train wrote")
+    if not path.is_dir():
+        raise RunFolderError(f"{flag} {path}: no such run folder")
+    if not (path / "checkpoint.pt").is_file():
+        raise RunFolderError(f"{flag} {path} is not a run folder: it has no checkpoint.pt "
+                             "(pyro-vae train writes one after the first epoch)")
+
+
+def prepare_run_folder(out, overwrite=False):
+    """Create (or replace) and mark the run folder ``out`` for a :class:`~pyro_vae.train.Run`
+    built in a script; the lock is released on return (hold one with
+    :func:`create_run_folder` while training, as ``pyro-vae train`` does).
+
+    :returns: ``out`` as a :class:`~pathlib.Path`.
+    :raises RunFolderError: see :func:`check_run_folder`.
+    """
+    create_run_folder(out, overwrite, "python").release()
+    return Path(out)
