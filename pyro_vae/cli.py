@@ -411,20 +411,34 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
 
 def cmd_evaluate(args):
     """``pyro-vae evaluate RUN --k 5000``: table on stdout, numbers into ``RUN/eval.json``."""
-    from .runfolder import check_run_argument
+    from .files import remove_temporary_files
+    from .runfolder import RunLock, check_run_argument
     from .runs import read_eval_json, update_eval_json
 
-    check_run_argument(args.run)
-    read_eval_json(args.run)  # a damaged eval.json is reported before, not after, the work
-    summary, _, state = _evaluate_run(args.run, args)
-    if not args.world.is_main:
-        return 0
+    world = args.world
+    _on_main(world, lambda: check_run_argument(args.run))
+    # eval.json is rewritten: one process at a time, and a damaged one is reported before,
+    # not after, the work
+    lock = _lock_on_main(world, lambda: RunLock(args.run, "pyro-vae evaluate").acquire())
+    try:
+        _on_main(world, lambda: (read_eval_json(args.run), remove_temporary_files(args.run)))
+        summary, _, state = _evaluate_run(args.run, args)
+        if not world.is_main:
+            return 0
+        return _write_evaluation(args.run, summary, state, update_eval_json)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _write_evaluation(run, summary, state, update_eval_json):
+    """Merge an evaluation into ``run/eval.json`` and print its table."""
     summary["epochs"] = int(state["epoch"])
-    update_eval_json(args.run, summary)
-    print(f"{args.run}: {summary['num_test']} test images, epoch {summary['epochs']}; "
+    update_eval_json(run, summary)
+    print(f"{run}: {summary['num_test']} test images, epoch {summary['epochs']}; "
           "values in nats per image")
     _print_table(["estimate"], [evaluation_rows(summary)])
-    print(f"written to {Path(args.run) / 'eval.json'}")
+    print(f"written to {Path(run) / 'eval.json'}")
     return 0
 
 

@@ -430,3 +430,45 @@ def test_npz_errors_say_what_the_file_is(tmp_path):
     np.savez(objects, train=np.array([{"a": 1}], dtype=object), test=np.zeros((2, 2)))
     with pytest.raises(DataError, match="holds Python objects"):
         D.load_dataset(str(objects))
+
+
+def test_two_processes_never_share_a_run(tmp_path, capsys):
+    """One real second process: while it trains, a resume and an overwrite are refused with
+    its pid; killed with SIGKILL, its lock is stale and the run resumes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "r"
+    args = [a for a in TINY if a != "2"]
+    args[args.index("--epochs") + 1:args.index("--epochs") + 1] = ["100000"]
+    proc = subprocess.Popen([sys.executable, "-m", "pyro_vae", "train", "--out", str(out), *args],
+                            env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert cli.main(["train", "--resume", str(out), "--quiet"]) == 2
+        assert f"process {proc.pid} on" in capsys.readouterr().err
+        assert train(out, "--overwrite") == 2
+        assert f"process {proc.pid} on" in capsys.readouterr().err
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert (out / LOCK).exists()  # left behind by the kill
+    epoch = load_checkpoint(out)["epoch"]
+    assert cli.main(["train", "--resume", str(out), "--epochs", str(epoch + 1), "--quiet"]) == 0
+    assert f"left by process {proc.pid}" in capsys.readouterr().err
+    epochs = [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(1, epoch + 2))
+
+
+def test_evaluate_holds_the_lock_too(run, capsys):
+    with RunLock(run, "pyro-vae train --resume"):
+        assert cli.main(["evaluate", str(run), "--quiet"]) == 2
+        assert "is in use" in capsys.readouterr().err
+    (run / ".eval.json.abc.pyro_vae.tmp").write_bytes(b"x")
+    assert cli.main(["evaluate", str(run), "--quiet"]) == 0
+    assert not (run / ".eval.json.abc.pyro_vae.tmp").exists() and not (run / LOCK).exists()
