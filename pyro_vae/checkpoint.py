@@ -151,6 +151,14 @@ def load_checkpoint(path, map_location="cpu"):
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {missing}; it is incomplete")
+    kinds = {"epoch": int, "step": int, "config": dict, "event_shape": list, "model": dict}
+    wrong = [f"{key} is {type(state[key]).__name__}" for key, kind in kinds.items()
+             if not isinstance(state[key], kind) or isinstance(state[key], bool)]
+    if not wrong and (state["epoch"] < 0 or state["step"] < 0):
+        wrong = [f"epoch {state['epoch']} / step {state['step']} is negative"]
+    if wrong:
+        raise CheckpointError(f"{path}: not a well-formed pyro_vae checkpoint ({'; '.join(wrong)}); "
+                              "it was edited or written by another program")
     if "digest" in state and state_digest(state) != state["digest"]:
         raise CheckpointError(f"{path}: the checkpoint's content does not match the checksum "
                               "written with it: the file was corrupted after it was saved (a "

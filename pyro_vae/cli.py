@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .config import Config, apply_overrides, list_recipes, parse_value, resolve_recipe
 from .distributed import SINGLE, launched_by_torchrun
-from .errors import ConfigError, PyroVAEError, TrainingDiverged, TrainingWarning
+from .errors import ConfigError, PyroVAEError, RunFolderError, TrainingDiverged, TrainingWarning
 
 
 def positive_int(text, most=None):
@@ -29,6 +29,17 @@ def positive_int(text, most=None):
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     if most is not None and value > most:
         raise argparse.ArgumentTypeError(f"must be at most {most:,}, got {value:,}")
+    return value
+
+
+def seed_int(text):
+    """An argparse type: a seed of torch's generators, 0..2**32-1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must lie in 0..2**32-1, got {value}")
     return value
 
 
@@ -54,7 +65,7 @@ def _add_eval_options(p):
                    help="test images per chunk (default: the recipe's)")
     p.add_argument("--particle-batch", type=positive_int,
                    help="particles per chunk; memory grows with batch size x particle batch")
-    p.add_argument("--seed", type=int, help="seed of the guide's samples (default: the recipe's)")
+    p.add_argument("--seed", type=seed_int, help="seed of the guide's samples (default: the recipe's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(p)
 
@@ -81,7 +92,7 @@ def build_parser():
     t.add_argument("--epochs", type=int, help="number of epochs (with --resume: the new total)")
     t.add_argument("--batch-size", type=positive_int, help="images per step")
     t.add_argument("--lr", type=float, help="Adam learning rate")
-    t.add_argument("--seed", type=int, help="random seed")
+    t.add_argument("--seed", type=seed_int, help="random seed")
     t.add_argument("--latent-dim", type=positive_int, help="size of the latent z")
     t.add_argument("--labels", type=int,
                    help="semi-supervised recipes: training images that keep their label")
@@ -119,7 +130,7 @@ def build_parser():
     s.add_argument("-n", "--num-samples", type=lambda t: positive_int(t, MAX_SAMPLES), default=64,
                    help=f"number of images (at most {MAX_SAMPLES:,})")
     s.add_argument("-o", "--output", help="PNG file (default: RUN/samples-<n>-seed<seed>.png)")
-    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.add_argument("--seed", type=seed_int, default=0, help="random seed")
     s.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     s.add_argument("--layers", action="store_true",
                    help="hierarchical VAEs: one panel per layer, each row with that layer "
@@ -140,7 +151,7 @@ def build_parser():
                    help="first test images to export")
     e.add_argument("--num-samples", type=positive_int, default=100, help="draws kept per image")
     e.add_argument("--k", type=_particles, default=1000, help="guide draws behind the resampling")
-    e.add_argument("--seed", type=int, default=0, help="random seed")
+    e.add_argument("--seed", type=seed_int, default=0, help="random seed")
     e.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     _add_device(e)
 
@@ -153,7 +164,7 @@ def build_parser():
     r.add_argument("-o", "--output", required=True, help="output folder")
     r.add_argument("--k", type=_particles,
                    help="which saved estimates (default: each run's eval.json k)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the saved estimates")
+    r.add_argument("--seed", type=seed_int, default=0, help="seed of the saved estimates")
     r.add_argument("--overwrite", action="store_true", help="replace an existing report")
     _add_device(r)
 
@@ -172,7 +183,7 @@ def build_parser():
     sc.add_argument("--batch-size", type=positive_int, default=100, help="images per chunk")
     sc.add_argument("--particle-batch", type=positive_int, default=500,
                     help="particles per chunk")
-    sc.add_argument("--seed", type=int, default=0, help="seed of the guide's samples")
+    sc.add_argument("--seed", type=seed_int, default=0, help="seed of the guide's samples")
     sc.add_argument("--quiet", action="store_true", help="no progress bar")
     sc.add_argument("--overwrite", action="store_true", help="replace an existing file")
     _add_device(sc)
@@ -376,8 +387,8 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
 
     ``test_sets`` caches test sets by data settings, so that runs on the same data share one.
     """
-    from .data import load_dataset, prepare_eval_splits
-    from .evaluate import data_fingerprint
+    from .data import data_fingerprint, load_dataset, prepare_eval_splits
+    from .evaluate import data_fingerprint as tensor_fingerprint
     from .runs import evaluate_run, load_result, load_run, resolve_device, save_result
 
     world = getattr(args, "world", None) or SINGLE
@@ -392,15 +403,23 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
     if key not in test_sets:
         data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
         test_sets[key] = (prepare_eval_splits(data, config.data.binarization)[1],
-                          data.test_labels)
+                          data.test_labels, data_fingerprint(data))
         del data
-    test, labels = test_sets[key]
+    test, labels, source = test_sets[key]
+    trained_on = state.get("data_source")
+    if trained_on and trained_on.get("fingerprint") != source["fingerprint"]:
+        raise RunFolderError(
+            f"{run} was trained on {trained_on.get('name')} read from {trained_on.get('source')} "
+            f"(fingerprint {trained_on.get('fingerprint')}), but the data read now from "
+            f"{source['source']} differs (fingerprint {source['fingerprint']}); its test "
+            "log-likelihood would be of other images. Give the original files, or score other "
+            "data deliberately with  pyro-vae score RUN --data ...")
     if getattr(vae, "conditional", False):  # log p(x | y): the model reads the labels too
         if labels is None:
             raise ConfigError(f"{run} is a conditional model, but its data has no test labels")
         test = (test, labels)
     cached = load_result(run, config.eval.k, config.eval.seed) if reuse else None
-    if cached is not None and cached.fingerprint == data_fingerprint(test):
+    if cached is not None and cached.fingerprint == tensor_fingerprint(test):
         return None, cached, state
     summary, result = evaluate_run(vae, test, config, device,
                                    progress=not args.quiet and world.is_main, world=world)
@@ -444,8 +463,19 @@ def _write_evaluation(run, summary, state, update_eval_json):
 
 def cmd_compare(args):
     """``pyro-vae compare RUN_A RUN_B --k 1000``: a paired comparison table."""
+    from .checkpoint import load_checkpoint
     from .evaluate import compare
+    from .runfolder import check_run_argument
 
+    conditional = []
+    for run in (args.run_a, args.run_b):
+        check_run_argument(run)
+        conditional.append(bool(load_checkpoint(run)["config"]["model"].get("conditional")))
+    if conditional[0] != conditional[1]:
+        a, b = (args.run_a, args.run_b) if conditional[0] else (args.run_b, args.run_a)
+        raise ConfigError(f"{a} is a conditional model, whose estimate is log p(x|y), and {b} "
+                          "is not (log p(x)); the two are different quantities and are not "
+                          "compared")
     results, test_sets = [], {}
     for run in (args.run_a, args.run_b):
         _, result, _ = _evaluate_run(run, args, reuse=True, test_sets=test_sets)
@@ -528,8 +558,9 @@ def cmd_export(args):
     from .files import atomic_write
     from .runs import load_run, resolve_device
 
-    if args.num_images < 1:
-        raise ConfigError(f"--num-images must be at least 1, got {args.num_images}")
+    if args.num_samples > args.k:
+        raise ConfigError(f"--num-samples ({args.num_samples}) draws are resampled from --k "
+                          f"({args.k}) guide draws: give --num-samples at most --k")
     device = resolve_device(args.device)
     vae, config, _ = load_run(args.run, device)
     out = Path(args.output) if args.output else Path(args.run) / "latents.nc"
@@ -543,7 +574,9 @@ def cmd_export(args):
     data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
     test = prepare_eval_splits(data, config.data.binarization)[1][:args.num_images]
     try:
+        # the draws are independent; ArviZ's diagnostics want chains: two when they split
         idata = to_inference_data(vae.model, vae.guide, test, num_samples=args.num_samples,
+                                  num_chains=2 if args.num_samples % 2 == 0 else 1,
                                   num_particles=args.k, seed=args.seed, device=device)
     except ValueError as e:
         raise ConfigError(str(e)) from None
@@ -561,9 +594,16 @@ def cmd_report(args):
     from .runs import resolve_device
 
     out = Path(args.output)
-    if (out / "report.html").exists() and not args.overwrite:
-        raise ConfigError(f"{out / 'report.html'} exists; pass --overwrite to replace it or "
-                          "choose another -o")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"-o {out} is a file; give a folder for the report")
+    existing = [p for p in (out / "report.html", out / "report.md") if p.exists()]
+    if (out / "figures").is_dir():
+        existing += sorted((out / "figures").iterdir())
+    if existing and not args.overwrite:
+        names = ", ".join(str(p.relative_to(out)) for p in existing[:6])
+        raise ConfigError(f"{out} already holds {names}{' ...' if len(existing) > 6 else ''}; "
+                          "a report writes report.html, report.md and figures/ there: pass "
+                          "--overwrite to replace its files, or choose another -o")
     html_path, md_path = build_report(args.runs, out, k=args.k, seed=args.seed,
                                       device=resolve_device(args.device))
     print(html_path)
@@ -657,6 +697,15 @@ def main(argv=None):
             if args.world.is_main:
                 print(f"pyro-vae: error: {e}", file=sys.stderr)
             return 2
+        except (MemoryError, RuntimeError) as e:
+            if not isinstance(e, MemoryError) and not _out_of_memory(e):
+                raise
+            if args.world.is_main:
+                print(f"pyro-vae: error: out of memory during {args.command} "
+                      f"({str(e).strip().splitlines()[0][:160]}); lower train.batch_size or "
+                      "train.num_particles, --batch-size or --particle-batch, or the model's "
+                      "sizes; every file written so far is complete", file=sys.stderr)
+            return 2
         except KeyboardInterrupt:
             if args.world.is_main:
                 print(f"pyro-vae: interrupted (Ctrl-C) during {args.command}; every file written "
@@ -665,6 +714,15 @@ def main(argv=None):
         finally:
             from .distributed import shutdown_world
             shutdown_world(args.world)
+
+
+def _out_of_memory(error):
+    """Whether a RuntimeError is an allocation failure (CPU or CUDA)."""
+    import torch
+
+    text = str(error)
+    return isinstance(error, torch.OutOfMemoryError) or "can't allocate memory" in text or \
+        "out of memory" in text.lower()
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None):

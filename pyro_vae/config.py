@@ -15,6 +15,7 @@ can be rebuilt without the recipe file (:func:`build_vae`).
 
 import dataclasses
 import inspect
+import math
 import os
 import tomllib
 import types
@@ -353,9 +354,24 @@ class Config:
             raise ConfigError(f"{where}: data.classes must be a list of integer labels, got "
                               f"{self.data.classes!r}")
         t = self.train
+        for table in (self.train, self.eval, self.model, self.data):
+            for f in dataclasses.fields(table):
+                value = getattr(table, f.name)
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise ConfigError(f"{where}: {_table_name(table)}.{f.name} must be a finite "
+                                      f"number, got {value}")
+        for key, value in (("train.seed", t.seed), ("eval.seed", self.eval.seed)):
+            if not 0 <= value < 2**32:
+                raise ConfigError(f"{where}: {key} must lie in 0..2**32-1 (a seed of torch's "
+                                  f"generators), got {value}")
+        if t.num_particles > MAX_TRAIN_PARTICLES:
+            raise ConfigError(f"{where}: train.num_particles = {t.num_particles} cannot be meant; "
+                              f"at most {MAX_TRAIN_PARTICLES:,} (the IWAE papers train with up "
+                              "to 50)")
         if t.epochs < 0:
             raise ConfigError(f"{where}: train.epochs must be at least 0, got {t.epochs}")
-        for key in ("warmup_epochs", "clip_norm", "patience", "max_minutes", "free_bits", "beta"):
+        for key in ("warmup_epochs", "clip_norm", "patience", "max_minutes", "free_bits", "beta",
+                    "classifier_weight"):
             if getattr(t, key) < 0:
                 raise ConfigError(f"{where}: train.{key} must be at least 0, got {getattr(t, key)}")
         if t.num_particles < 1:
@@ -384,6 +400,8 @@ class Config:
 
 #: The most particles per datapoint an evaluation accepts (the published protocol: 5000).
 MAX_PARTICLES = 100_000
+#: The most particles per datapoint a training objective accepts.
+MAX_TRAIN_PARTICLES = 10_000
 #: What a recipe name may be: it names run folders, so no path separators or leading dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=,@-]{0,99}$")
 
@@ -399,6 +417,11 @@ def check_name(name, where="recipe"):
                           "runs/<name>-<data>-<time>, so it may hold letters, digits and "
                           "_ . + = , @ - (no '/', no '..', no leading '.' or space, at most "
                           "100 characters)")
+
+
+def _table_name(table):
+    return {ModelConfig: "model", DataConfig: "data", TrainConfig: "train",
+            EvalConfig: "eval"}[type(table)]
 
 
 def _check_keys(d, valid, where):
@@ -468,11 +491,13 @@ def load_recipe(path):
     :raises ConfigError: if the file is missing, is not valid TOML, or has unknown keys.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"recipe {path} is a folder; give a .toml file or a recipe name")
     if not path.is_file():
         raise ConfigError(f"recipe {path} not found; give a path to a .toml file or the name "
                           f"of one in models/ ({', '.join(list_recipes()) or 'none found'})")
     try:
-        d = tomllib.loads(path.read_text(encoding="utf-8"))
+        d = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"recipe {path}: not valid TOML ({e})") from None
     except UnicodeDecodeError as e:
@@ -548,9 +573,13 @@ def build_component(registry, name, what, ctx, options):
     if unknown:
         raise ConfigError(f"{what} {name!r} does not take option(s) {unknown}; its options are "
                           f"{sorted(valid) or 'none'} (set them in [model.{what}_options])")
+    for key, value in options.items():
+        if (key.startswith(("num_", "count_")) or isinstance(valid[key], int)) and \
+                not isinstance(valid[key], bool) and isinstance(value, float):
+            raise ConfigError(f"{what} {name!r}: option {key} must be a whole number, got {value}")
     try:
         return cls.build(ctx, **options)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RuntimeError) as e:
         raise ConfigError(f"{what} {name!r} with options {options}: {e}") from None
 
 
@@ -609,15 +638,13 @@ def count_parameters(model_config, event_shape, image_shape=None):
     PyTorch's ``meta`` device (no memory is allocated, so an absurd size can be refused
     before it exhausts the machine).
 
-    :returns: an int, or ``None`` if some component cannot be built on the meta device.
-    :raises ConfigError: as :func:`build_vae`.
+    :returns: an int, or ``None`` if the model cannot be built on the meta device (some
+        components need real tensors; a bad recipe is reported by the real build).
     """
     try:
         with torch.device("meta"):
             vae = build_vae(model_config, event_shape, image_shape)
-    except ConfigError:
-        raise
-    except Exception:  # noqa: BLE001 - a component that needs real tensors to be built
+    except Exception:  # noqa: BLE001 - see above
         return None
     return sum(p.numel() for p in vae.parameters())
 
@@ -649,6 +676,27 @@ def check_model_size(model_config, event_shape, image_shape=None, memory=None):
             f"and Adam's moments, more than this machine's {memory / 2**30:,.1f} GiB. Lower "
             f"model.latent_dim ({m.latent_dim}) or model.hidden ({m.hidden})")
     return n
+
+
+def check_step_memory(config, event_shape, memory=None):
+    """Refuse a training step whose activations could not fit in memory (a lower estimate:
+    the particles x batch x (input + twice the hidden sizes + latents) float32 values,
+    three times over for what autograd keeps), before the first step exhausts the machine.
+
+    :param Config config: the recipe.
+    :param int memory: bytes available (default: :func:`physical_memory`).
+    :raises ConfigError: naming ``train.num_particles`` and ``train.batch_size``.
+    """
+    t, m = config.train, config.model
+    width = event_size(event_shape) + 2 * sum(sum(h) for h in m.layer_hidden()) + \
+        4 * sum(m.latent_sizes())
+    need = 4 * 3 * t.num_particles * t.batch_size * width
+    memory = physical_memory() if memory is None else memory
+    if memory and need > memory:
+        raise ConfigError(f"a training step of train.num_particles = {t.num_particles} x "
+                          f"train.batch_size = {t.batch_size} needs at least {need / 2**30:,.1f} "
+                          f"GiB for its activations, more than this machine's "
+                          f"{memory / 2**30:,.1f} GiB; lower either")
 
 
 def _build_with_labels(m, ctx, hidden):

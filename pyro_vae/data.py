@@ -411,15 +411,30 @@ def load_npz(path):
     if missing:
         raise DataError(f"{path}: missing array(s) {missing}; found {sorted(arrays)}. "
                         "Save it with np.savez(path, train=..., test=..., validation=...)")
+    unknown = sorted(set(arrays) - set(NPZ_ARRAYS))
+    if unknown:
+        import difflib
+
+        hints = [f"{u!r} (did you mean {m[0]!r}?)" if m else repr(u) for u in unknown
+                 for m in [difflib.get_close_matches(u, NPZ_ARRAYS, n=1)]]
+        raise DataError(f"{path}: array(s) {', '.join(hints)} are not read; a data .npz holds "
+                        f"only {', '.join(NPZ_ARRAYS)}. Rename or remove them")
     shapes = {k: a.shape for k, a in arrays.items() if k in ("train", "validation", "test")}
     image_shape = _image_shape(arrays["train"].shape, f"{path} 'train'")
     for k, shape in shapes.items():
         if _image_shape(shape, f"{path} {k!r}") != image_shape:
             raise DataError(f"{path}: array {k!r} has images of shape {shape[1:]}, "
                             f"'train' has {arrays['train'].shape[1:]}")
+    for k in ("train", "validation", "test"):
+        a = arrays.get(k)
+        if a is not None and a.dtype == np.uint8 and a.size and int(a.max()) <= 1:
+            raise DataError(f"{path}: {k!r} is uint8 holding only 0 and 1; uint8 images are read "
+                            "as grey levels 0..255 (1 would be nearly black). Save binary images "
+                            "as floats (images.astype(np.float32)) or as 0/255")
     size = int(np.prod(image_shape))
     splits = {k: _as_unit_float(arrays[k], f"{path} {k!r}").reshape(shapes[k][0], size)
               for k in shapes}
+    labels = _npz_labels(arrays, shapes, path)
     train = splits["train"]
     if "validation" in splits:
         validation = splits["validation"]
@@ -429,7 +444,34 @@ def load_npz(path):
             raise DataError(f"{path}: 'train' has {train.shape[0]} image(s), too few to hold out "
                             "a validation split; add a 'validation' array")
         train, validation = train[:-n_val], train[-n_val:]
-    return ImageData(path.stem, train, validation, splits["test"], image_shape, str(path))
+        if labels["train"] is not None:
+            labels["validation"] = labels["train"][-n_val:]
+            labels["train"] = labels["train"][:-n_val]
+    return ImageData(path.stem, train, validation, splits["test"], image_shape, str(path),
+                     labels["train"], labels["validation"], labels["test"])
+
+
+#: The arrays a data ``.npz`` may hold.
+NPZ_ARRAYS = ("train", "validation", "test", "train_labels", "validation_labels", "test_labels")
+
+
+def _npz_labels(arrays, shapes, path):
+    """The optional ``<split>_labels`` arrays of a ``.npz`` as int64 tensors (all or none
+    of the splits present), each checked against its split."""
+    given = {k: arrays.get(f"{k}_labels") for k in shapes}
+    if all(v is None for v in given.values()):
+        return {"train": None, "validation": None, "test": None}
+    absent = [f"{k}_labels" for k, v in given.items() if v is None]
+    if absent:
+        raise DataError(f"{path}: labels are given for some splits only; add {absent} (or "
+                        "remove every *_labels array)")
+    out = {"validation": None}
+    for k, y in given.items():
+        if y.ndim != 1 or y.shape[0] != shapes[k][0] or not np.issubdtype(y.dtype, np.integer):
+            raise DataError(f"{path}: '{k}_labels' must hold one integer label per image of "
+                            f"{k!r} ({shapes[k][0]}), got {y.dtype} of shape {y.shape}")
+        out[k] = torch.from_numpy(y.astype(np.int64))
+    return out
 
 
 #: Built-in data sets by name.

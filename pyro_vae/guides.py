@@ -195,6 +195,10 @@ def _radial(latent_dim, context_dim, hidden):
     return T.conditional_radial(latent_dim, context_dim, hidden_dims=hidden)
 
 
+#: The most flows a flow guide takes (the published IAF and Sylvester guides use <= 16).
+MAX_FLOWS = 1000
+
+
 def _spline(latent_dim, context_dim, hidden, count_bins=8):
     return T.conditional_spline_autoregressive(latent_dim, context_dim, hidden_dims=hidden,
                                                count_bins=count_bins)
@@ -225,8 +229,9 @@ class FlowGuide(DiagonalNormalGuide):
     def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus",
                  num_flows=2, flow_hidden=None, network="mlp", image_shape=None, **flow_kwargs):
         super().__init__(event_shape, latent_dim, hidden, activation, network, image_shape)
-        if int(num_flows) < 1:
-            raise ValueError(f"num_flows must be at least 1, got {num_flows}")
+        if not 1 <= int(num_flows) <= MAX_FLOWS:
+            raise ValueError(f"num_flows must lie in 1..{MAX_FLOWS}, got {num_flows} (the "
+                             "flow guides of the literature use up to a few dozen)")
         if not list(hidden):
             raise ValueError("a flow guide conditions on the encoder's last hidden layer; "
                              "give the encoder at least one hidden layer")

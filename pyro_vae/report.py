@@ -47,6 +47,9 @@ def _load(run, k, seed):
         raise ConfigError(f"{run}: no config.json or eval.json; give a run folder made by "
                           "pyro-vae train (and evaluated)")
     summary = read_eval_json(run)
+    if k is None and not isinstance(summary.get("k"), int):
+        raise ConfigError(f"{eval_path} records no evaluation (no integer 'k'); run  pyro-vae "
+                          f"evaluate {run}  first, or give --k")
     try:
         config = json.loads((run / "config.json").read_text(encoding="utf-8"))
         config["model"], config["data"]  # noqa: B018 - the tables the report reads

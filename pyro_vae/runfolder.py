@@ -104,6 +104,16 @@ def _listing(paths, limit=8):
 
 
 def check_run_folder(out, overwrite=False):
+    """See :func:`_check_run_folder`; an operating-system error (a name too long, a
+    folder that cannot be read) becomes a :class:`~pyro_vae.errors.RunFolderError`."""
+    try:
+        return _check_run_folder(out, overwrite)
+    except OSError as e:
+        raise RunFolderError(f"--out {str(out)[:200]}: {e.strerror or e}; choose another "
+                             "--out") from None
+
+
+def _check_run_folder(out, overwrite=False):
     """Check that a new run may be written to ``out``, changing nothing on disk.
 
     :returns: True if ``out`` holds a run that ``overwrite`` will replace.
@@ -266,8 +276,8 @@ def create_run_folder(out, overwrite=False, command="train"):
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise RunFolderError(f"cannot create run folder {out} ({e.strerror}); choose another "
-                             "--out") from None
+        raise RunFolderError(f"cannot create run folder {str(out)[:200]} ({e.strerror}); choose "
+                             "another --out") from None
     lock = RunLock(out, command).acquire()
     try:
         replace = check_run_folder(out, overwrite)
@@ -318,7 +328,15 @@ def check_run_argument(path, flag="RUN"):
                              "pyro-vae train wrote")
     if not path.is_dir():
         raise RunFolderError(f"{flag} {path}: no such run folder")
-    if not (path / "checkpoint.pt").is_file():
+    checkpoint = path / "checkpoint.pt"
+    if checkpoint.exists() and not checkpoint.is_file():
+        raise RunFolderError(f"{flag} {path}: its checkpoint.pt is a folder, not a checkpoint file; "
+                             "move it aside")
+    if not checkpoint.is_file():
+        if is_run_folder(path):
+            raise RunFolderError(f"{flag} {path} was created by pyro-vae train, but no epoch "
+                                 "completed there, so there is no checkpoint to use; start it "
+                                 f"again with  pyro-vae train --out {path} --overwrite")
         raise RunFolderError(f"{flag} {path} is not a run folder: it has no checkpoint.pt "
                              "(pyro-vae train writes one after the first epoch)")
 

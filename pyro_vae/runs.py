@@ -141,7 +141,8 @@ def load_run(run_dir, device="auto", weights="auto"):
         (``train.patience``) and has one, as the test evaluation after training does.
         The best epoch is the one the checkpoint records (see :func:`best_state`).
     :returns: ``(vae, config, checkpoint)`` with the VAE on ``device`` in eval mode.
-    :raises RunFolderError: if ``run_dir`` is not a run folder (e.g. a checkpoint file).
+    :raises RunFolderError: if ``run_dir`` is not a run folder (e.g. a checkpoint file), or
+        its checkpoint holds another recipe than its ``config.json``.
     :raises CheckpointError: for a missing or bad checkpoint, or weights that do not fit
         the model its own config describes.
     :raises ConfigError: if the stored recipe is invalid.
@@ -149,6 +150,7 @@ def load_run(run_dir, device="auto", weights="auto"):
     check_run_argument(run_dir)
     device = device if isinstance(device, torch.device) else resolve_device(device)
     state = load_checkpoint(run_dir, map_location=device)
+    check_recorded_config(run_dir, state)
     config = Config.from_dict(state["config"], where=f"checkpoint in {run_dir}")
     if weights == "best" or (weights == "auto" and config.train.patience):
         best = best_state(run_dir, state, map_location=device)
@@ -160,6 +162,42 @@ def load_run(run_dir, device="auto", weights="auto"):
     load_weights(vae, state, run_dir)
     vae.eval()
     return vae, config, state
+
+
+def check_recorded_config(run_dir, state):
+    """Refuse a checkpoint whose recipe is not the one the run folder's ``config.json``
+    records (``train.epochs`` aside, which ``--resume --epochs`` changes): a checkpoint
+    copied in from another run.
+
+    :raises RunFolderError: naming both recipes and the keys that differ, or for a
+        damaged ``config.json``.
+    """
+    recorded = Path(run_dir) / "config.json"
+    if not recorded.is_file():
+        return
+    try:
+        on_disk = json.loads(recorded.read_text(encoding="utf-8"))
+        if not isinstance(on_disk, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as e:
+        raise RunFolderError(f"{recorded} is damaged ({e}); restore it, or delete it to use "
+                             "the checkpoint's own recipe") from None
+    on_disk = {key: value for key, value in on_disk.items() if key != "data_source"}
+    tables = ("model", "data", "train", "eval")
+
+    def comparable(d):
+        return {**d, "train": {**(d.get("train") or {}), "epochs": None}}
+
+    mine, theirs = comparable(state["config"]), comparable(on_disk)
+    if mine != theirs:
+        keys = sorted(f"{t}.{k}" for t in tables
+                      for k in set(mine.get(t) or {}) | set(theirs.get(t) or {})
+                      if (mine.get(t) or {}).get(k) != (theirs.get(t) or {}).get(k))
+        raise RunFolderError(
+            f"{Path(run_dir) / 'checkpoint.pt'} holds recipe {state['config'].get('name')!r}, but "
+            f"this run folder's config.json is recipe {on_disk.get('name')!r}"
+            f"{' (they differ in ' + ', '.join(keys[:6]) + ')' if keys else ''}; the checkpoint "
+            "comes from another run. Use that run's own folder, or start a new run")
 
 
 def load_weights(vae, state, where):

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from . import evaluate
 from .checkpoint import load_checkpoint, save_checkpoint
-from .config import build_vae, check_model_size
+from .config import build_vae, check_model_size, check_step_memory
 from .data import (EpochBatches, data_fingerprint, keep_classes, labelled_subset, load_dataset,
                    prepare_eval_splits)
 from .distributed import SINGLE, rank_seed
@@ -48,7 +48,7 @@ from .files import write_text
 from .nets import MLP, ConvDecoder, ConvEncoder
 from .objectives import (ELBO, FreeBitsELBO, IWAEObjective, ScaleLatents, SemiSupervisedELBO,
                          make_objective)
-from .runs import (best_state, evaluate_run, load_weights, read_metrics, resolve_device,
+from .runs import (best_state, check_recorded_config, evaluate_run, load_weights, read_metrics, resolve_device,
                    save_result, update_eval_json, write_figures, write_json)
 
 def check_compatible(likelihood, data, binarization):
@@ -446,6 +446,7 @@ class Run:
         if cfg.model.uses_labels:
             self.config = cfg = with_num_classes(cfg, self.data)
         check_model_size(cfg.model, self.data.event_shape, self.data.image_shape)
+        check_step_memory(cfg, self.data.event_shape)
         if cfg.data.labels and not cfg.model.semi_supervised:
             raise ConfigError(f"data.labels ({cfg.data.labels}) chooses the labelled images of a "
                               "semi-supervised model; this recipe is not one (set "
@@ -549,15 +550,18 @@ class Run:
         state = self._load(self.checkpoint_path)
         if self.world.is_main:
             self._check_belongs(state)
-            metrics = [m for m in read_metrics(self.run_dir)
-                       if m["epoch"] <= int(state["epoch"])]
+            # one line per epoch the checkpoint holds (the last one written for an epoch
+            # that appears twice), in order
+            by_epoch = {m["epoch"]: m for m in read_metrics(self.run_dir)
+                        if m["epoch"] <= int(state["epoch"])}
+            metrics = [by_epoch[e] for e in sorted(by_epoch)]
         self.trainer.load_state_dict(state)
         self.best = dict(state.get("best", self.best))
         self.elapsed = float(state.get("elapsed", 0.0))
         if self.world.is_main:
             write_text(self.run_dir / "metrics.jsonl",
                        "".join(json.dumps(m) + "\n" for m in metrics), error=RunFolderError)
-            if self.config.train.patience and best_state(self.run_dir, state) is state:
+            if best_state(self.run_dir, state) is state:
                 # killed between writing the checkpoint and best.pt: the checkpoint is the
                 # best epoch itself, so best.pt is rewritten from it
                 self.save_checkpoint_as_best(state)
@@ -570,27 +574,7 @@ class Run:
 
     def _check_belongs(self, state):
         """Refuse a checkpoint of another recipe or data than the run folder's."""
-        recorded = self.run_dir / "config.json"
-        if recorded.is_file():
-            try:
-                on_disk = json.loads(recorded.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as e:
-                raise RunFolderError(f"{recorded} is damaged ({e}); restore it, or delete it "
-                                     "to resume from the checkpoint's own recipe") from None
-            on_disk = {key: value for key, value in on_disk.items() if key != "data_source"}
-            mine = {**state["config"], "train": {**state["config"].get("train", {}),
-                                                 "epochs": None}}
-            theirs = {**on_disk, "train": {**on_disk.get("train", {}), "epochs": None}}
-            if mine != theirs:
-                keys = sorted(f"{table}.{key}" for table in ("model", "data", "train", "eval")
-                              for key in set(mine.get(table, {})) | set(theirs.get(table, {}))
-                              if mine.get(table, {}).get(key) != theirs.get(table, {}).get(key))
-                raise RunFolderError(
-                    f"{self.checkpoint_path} holds recipe {state['config'].get('name')!r}, but "
-                    f"this run folder's config.json is recipe {on_disk.get('name')!r}"
-                    f"{' (they differ in ' + ', '.join(keys[:6]) + ')' if keys else ''}; "
-                    "the checkpoint comes from another run. Resume that run's own folder, or "
-                    "start a new run")
+        check_recorded_config(self.run_dir, state)
         source = state.get("data_source")
         if source and source.get("fingerprint") != self.data_source["fingerprint"]:
             raise RunFolderError(

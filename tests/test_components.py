@@ -221,7 +221,7 @@ def test_options_reach_the_component_and_bad_ones_are_refused():
         make_guide("iaf", pseudo=3)
     with pytest.raises(ConfigError, match="prior 'standard_normal' does not take"):
         make_prior("standard_normal", num_components=2)
-    with pytest.raises(ConfigError, match="num_flows must be at least 1"):
+    with pytest.raises(ConfigError, match="num_flows must lie in 1..1000, got 0"):
         make_guide("iaf", num_flows=0)
     with pytest.raises(ConfigError, match="num_pseudo must be at least 1"):
         make_prior("vamp", num_pseudo=0)

@@ -247,7 +247,7 @@ def test_labels_far_outside_the_classes_are_refused():
 
 def test_channels_last_npz_is_refused(tmp_path):
     p = tmp_path / "rgb.npz"
-    np.savez(p, train=np.zeros((20, 8, 8, 3), np.uint8), test=np.zeros((5, 8, 8, 3), np.uint8))
+    np.savez(p, train=np.full((20, 8, 8, 3), 7, np.uint8), test=np.full((5, 8, 8, 3), 7, np.uint8))
     with pytest.raises(DataError, match="looks channels-last .N, H, W, C.*np.moveaxis"):
         D.load_dataset(str(p))
 
@@ -342,9 +342,11 @@ def test_weights_that_do_not_fit_their_own_config(run, capsys):
     for key in ("format", "version", "digest"):
         state.pop(key)
     save_checkpoint(state, run / "checkpoint.pt")
+    assert cli.main(["evaluate", str(run), "--quiet"]) == 2  # config.json says otherwise
+    assert "holds recipe 'vae', but this run folder's config.json" in capsys.readouterr().err
+    (run / "config.json").write_text(json.dumps({**state["config"], "data_source": {}}))
     assert cli.main(["evaluate", str(run), "--quiet"]) == 2
     assert "weights do not fit the model its own config describes" in capsys.readouterr().err
-    (run / "config.json").write_text(json.dumps({**state["config"], "data_source": {}}))
     assert cli.main(["train", "--resume", str(run), "--epochs", "3", "--quiet"]) == 2
     assert "do not fit" in capsys.readouterr().err
 
@@ -424,7 +426,7 @@ def test_npz_errors_say_what_the_file_is(tmp_path):
     assert "allow_pickle" not in str(e.value)
     upper = tmp_path / "FILE.NPZ"
     with open(upper, "wb") as f:
-        np.savez(f, train=np.zeros((20, 4, 4), np.uint8), test=np.zeros((5, 4, 4), np.uint8))
+        np.savez(f, train=np.full((20, 4, 4), 200, np.uint8), test=np.full((5, 4, 4), 9, np.uint8))
     assert D.load_dataset(str(upper)).train.shape == (18, 16)
     objects = tmp_path / "objects.npz"
     np.savez(objects, train=np.array([{"a": 1}], dtype=object), test=np.zeros((2, 2)))
