@@ -1406,8 +1406,8 @@ def register_npz():
     npz_case("(N, 64) train with (N, 8, 8) test", custom(lambda: {
         "train": npz_arrays("ND")["train"], "test": npz_arrays()["test"]}), OE("test"))
     npz_case("non-square D = 10 with model.network = conv",
-             custom(lambda: {"train": np.zeros((50, 10), np.uint8),
-                             "test": np.zeros((10, 10), np.uint8)}),
+             custom(lambda: {"train": np.full((50, 10), 128, np.uint8),
+                             "test": np.full((10, 10), 128, np.uint8)}),
              OE("conv", "network"), extra=["--set", "model.network=conv"])
 
     def labelled(ctx):

@@ -272,7 +272,7 @@ def cmd_train(args):
     over the ranks (rank 0 writes the run folder and holds its lock)."""
     from .checkpoint import load_checkpoint
     from .runfolder import (check_run_argument, check_run_folder, create_run_folder,
-                            note_stale, open_run_folder)
+                            create_unique_run_folder, note_stale, open_run_folder)
     from .train import Run
 
     world = args.world
@@ -294,11 +294,11 @@ def cmd_train(args):
         config = apply_overrides(resolve_recipe(args.recipe), _overrides(args))
         if args.out:
             out = Path(args.out)
-        else:
+            _on_main(world, lambda: check_run_folder(out, overwrite=args.overwrite))
+        else:  # a name of our own: a free one is taken when the run starts
             data_name = Path(config.data.name).stem
-            stamp = world.broadcast(time.strftime('%Y%m%d-%H%M%S'))
+            stamp = time.strftime('%Y%m%d-%H%M%S')
             out = Path("runs") / f"{config.name}-{data_name}-{stamp}"
-        _on_main(world, lambda: check_run_folder(out, overwrite=args.overwrite))
         lock = None
     try:
         if args.resume:
@@ -308,7 +308,13 @@ def cmd_train(args):
             # data and model first: if they fail, nothing on disk has changed
             run = Run(config, out, device=args.device, quiet=args.quiet, world=world)
             command = "pyro-vae train" + (" --overwrite" if args.overwrite else "")
-            lock = _lock_on_main(world, lambda: create_run_folder(out, args.overwrite, command))
+            if args.out:
+                lock = _lock_on_main(world, lambda: create_run_folder(out, args.overwrite,
+                                                                      command))
+            else:
+                made = _lock_on_main(world, lambda: create_unique_run_folder(out, command))
+                run.run_dir = Path(world.broadcast(str(made[0]) if made else None))
+                lock = made[1] if made else None
         if lock is not None:
             note_stale(lock)
         return _fit_and_finish(run, config, world)

@@ -293,6 +293,29 @@ def create_run_folder(out, overwrite=False, command="train"):
     return lock
 
 
+def create_unique_run_folder(base, command="train"):
+    """Create, mark and lock a new run folder named ``base``, or ``base-2``, ``base-3``, ...
+    when that name is taken (two runs started in the same second with the same recipe
+    each get their own folder; the folder is made with an exclusive ``mkdir``).
+
+    :returns: ``(folder, lock)``.
+    :raises RunFolderError: if no folder can be created there.
+    """
+    base = Path(base)
+    for i in range(1, 1000):
+        out = base if i == 1 else base.with_name(f"{base.name}-{i}")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise RunFolderError(f"cannot create run folder {str(out)[:200]} ({e.strerror}); "
+                                 "choose another --out") from None
+        return out, create_run_folder(out, False, command)
+    raise RunFolderError(f"{base}-2 ... {base}-999 all exist; choose --out")
+
+
 def open_run_folder(run_dir, command="resume"):
     """Lock an existing run folder to continue it: refuses a folder that is not a run, marks
     a run of pyro_vae 0.1 (which had no marker), removes temporary files of killed writes.
@@ -335,7 +358,7 @@ def check_run_argument(path, flag="RUN"):
     if not checkpoint.is_file():
         if is_run_folder(path):
             raise RunFolderError(f"{flag} {path} was created by pyro-vae train, but no epoch "
-                                 "completed there, so there is no checkpoint to use; start it "
+                                 "completed there, so there is no checkpoint.pt; start it "
                                  f"again with  pyro-vae train --out {path} --overwrite")
         raise RunFolderError(f"{flag} {path} is not a run folder: it has no checkpoint.pt "
                              "(pyro-vae train writes one after the first epoch)")

@@ -474,3 +474,13 @@ def test_evaluate_holds_the_lock_too(run, capsys):
     (run / ".eval.json.abc.pyro_vae.tmp").write_bytes(b"x")
     assert cli.main(["evaluate", str(run), "--quiet"]) == 0
     assert not (run / ".eval.json.abc.pyro_vae.tmp").exists() and not (run / LOCK).exists()
+
+
+def test_two_runs_started_in_one_second_get_their_own_folders(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "20261130-120000")
+    argv = ["train", *TINY, "--epochs", "1"]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == \
+        ["vae-digits-20261130-120000", "vae-digits-20261130-120000-2"]
+    assert all((p / "checkpoint.pt").is_file() for p in (tmp_path / "runs").iterdir())
