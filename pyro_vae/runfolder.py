@@ -103,17 +103,19 @@ def _listing(paths, limit=8):
                                        else "")
 
 
-def check_run_folder(out, overwrite=False):
+def check_run_folder(out, overwrite=False, locked=False):
     """See :func:`_check_run_folder`; an operating-system error (a name too long, a
-    folder that cannot be read) becomes a :class:`~pyro_vae.errors.RunFolderError`."""
+    folder that cannot be read) becomes a :class:`~pyro_vae.errors.RunFolderError`.
+
+    :param bool locked: this process holds the folder's lock already (no probe)."""
     try:
-        return _check_run_folder(out, overwrite)
+        return _check_run_folder(out, overwrite, locked)
     except OSError as e:
         raise RunFolderError(f"--out {str(out)[:200]}: {e.strerror or e}; choose another "
                              "--out") from None
 
 
-def _check_run_folder(out, overwrite=False):
+def _check_run_folder(out, overwrite=False, locked=False):
     """Check that a new run may be written to ``out``, changing nothing on disk.
 
     :returns: True if ``out`` holds a run that ``overwrite`` will replace.
@@ -147,6 +149,9 @@ def _check_run_folder(out, overwrite=False):
             f"(it holds: {_listing(entries)}). "
             + ("If it is a run of pyro_vae 0.1, delete it yourself or resume it with --resume "
                "(which marks it). " if legacy else "") + "Choose another --out")
+    holder = None if locked else lock_holder(out)
+    if holder is not None:
+        raise RunFolderError(_in_use(out, holder))
     foreign = foreign_entries(out)
     if foreign:
         raise RunFolderError(f"{out} is a run folder, but it also holds files pyro_vae did not "
@@ -158,6 +163,37 @@ def _check_run_folder(out, overwrite=False):
         raise RunFolderError(f"--out {out}: {why}; pyro_vae does not replace a run there. "
                              "Choose another --out")
     return True
+
+
+def _in_use(folder, h):
+    return (f"run folder {folder} is in use: process {h.get('pid', '?')} on host "
+            f"{h.get('host', '?')} has held it since {h.get('since', '?')} "
+            f"({h.get('command', 'a pyro_vae command')}). Wait for it to finish or stop it; two "
+            "processes never write one run")
+
+
+def lock_holder(folder):
+    """The record of the process holding ``folder``'s lock, or ``None`` when no live process
+    holds it; probes the lock without taking it or changing any file."""
+    import fcntl
+
+    path = Path(folder) / LOCK
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                return json.loads(path.read_text(encoding="utf-8") or "{}")
+            except (OSError, ValueError):
+                return {}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 class RunLock:
@@ -205,12 +241,7 @@ class RunLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 os.close(fd)
-                h = self._holder()
-                raise RunFolderError(
-                    f"run folder {self.folder} is in use: process {h.get('pid', '?')} on host "
-                    f"{h.get('host', '?')} has held it since {h.get('since', '?')} "
-                    f"({h.get('command', 'a pyro_vae command')}). Wait for it to finish or stop "
-                    "it; two processes never write one run") from None
+                raise RunFolderError(_in_use(self.folder, self._holder())) from None
             try:  # the previous holder may have removed the file between open and flock
                 same = os.path.samestat(os.fstat(fd), os.stat(self.path))
             except FileNotFoundError:
@@ -280,7 +311,7 @@ def create_run_folder(out, overwrite=False, command="train"):
                              "another --out") from None
     lock = RunLock(out, command).acquire()
     try:
-        replace = check_run_folder(out, overwrite)
+        replace = check_run_folder(out, overwrite, locked=True)
         if replace:
             for p in sorted(out.iterdir()):
                 if p.name != LOCK and is_project_file(p):

@@ -193,3 +193,19 @@ def test_conditional_samples_smoke(tmp_path):
     assert set(result["per_class"]) == set(range(10))
     assert 0 <= result["overall"] <= 1
     assert (run / "samples-by-label.png").exists()
+
+
+def test_reliability_pass_smoke(tmp_path):
+    """The adversarial pass runs (a few cases, in its own process: it changes folders and
+    the environment) and writes its table; a case that loses data would be counted."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "R.md"
+    done = subprocess.run([sys.executable, str(ROOT / "analysis" / "reliability.py"),
+                           "--only", "name-0", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = out.read_text()
+    assert "| verdict | cases |" in text and "| ok | 7 |" in text
+    assert "| DATA LOSS | 0 |" in text
