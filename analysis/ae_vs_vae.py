@@ -42,8 +42,9 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 
 from pyro_vae import cli, plots  # noqa: E402
-from pyro_vae.data import load_dataset, prepare_eval_splits  # noqa: E402
-from pyro_vae.evaluate import seeded  # noqa: E402
+from pyro_vae.batches import prepare_eval_splits# noqa: E402
+from pyro_vae.datasets import load_dataset# noqa: E402
+from pyro_vae.infer import seeded  # noqa: E402
 from pyro_vae.runs import load_run  # noqa: E402
 
 RECIPES = ("vae", "ae", "dae")

@@ -1,6 +1,6 @@
 """Log-likelihood estimation speed and memory: the project's estimator against plain PyTorch.
 
-The project's :func:`pyro_vae.evaluate.log_likelihood` reads the log weights off Pyro
+The project's :func:`pyro_vae.infer.log_likelihood` reads the log weights off Pyro
 traces (with the ladder, ESS and arviz's k-hat on top); the plain estimator is a
 vectorized IWAE written for the baseline network alone (784-400-50, softplus, Bernoulli),
 with the same weights, the same k and the same chunking (datapoints x particles). Each
@@ -51,8 +51,9 @@ def worker(args):
     """Run one estimator in this process and print a JSON line."""
     from benchmark_training import PlainVAE
     from pyro_vae.config import ModelConfig, build_vae
-    from pyro_vae.data import load_dataset, prepare_eval_splits
-    from pyro_vae.evaluate import log_likelihood
+    from pyro_vae.batches import prepare_eval_splits
+    from pyro_vae.datasets import load_dataset
+    from pyro_vae.infer import log_likelihood
     from pyro_vae.runs import load_run
 
     torch.manual_seed(0)

@@ -8,7 +8,7 @@ Trace_ELBO computes from its traces.
 Two measurements, both alternating between the two loops in one process so that both see
 the same machine state:
 
-The project's trainer uses Adam's fused kernel (see ``pyro_vae.train.make_optimizer``);
+The project's trainer uses Adam's fused kernel (see ``pyro_vae.trainer.make_optimizer``);
 the plain loop is measured twice: as written straightforwardly (default ``torch.optim.Adam``)
 and with the same fused Adam, which isolates what Pyro's tracing and distribution objects
 cost. Also measured, unless left out: the project's trainer with its networks compiled by
@@ -44,9 +44,10 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyro_vae.config import ModelConfig, build_vae  # noqa: E402
-from pyro_vae.data import EpochBatches, load_dataset  # noqa: E402
-from pyro_vae.objectives import IWAEObjective  # noqa: E402
-from pyro_vae.train import Trainer, compile_networks  # noqa: E402
+from pyro_vae.batches import EpochBatches# noqa: E402
+from pyro_vae.datasets import load_dataset# noqa: E402
+from pyro_vae.infer.objectives import IWAEObjective  # noqa: E402
+from pyro_vae.trainer import Trainer, compile_networks  # noqa: E402
 
 LOG_2PI = 1.8378770664093453
 

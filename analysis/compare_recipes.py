@@ -3,7 +3,7 @@
 Every recipe is trained with the same data, epochs, batch size and seed, evaluated with the
 importance-weighted bound at the same k on the same test images (the protocol's
 binarization), and compared with the first recipe (the baseline) by the paired difference
-of per-image estimates (``pyro_vae.evaluate.compare``). Finished runs are reused, so an
+of per-image estimates (``pyro_vae.infer.compare``). Finished runs are reused, so an
 interrupted experiment continues where it stopped.
 
 Usage::
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pyro_vae import cli  # noqa: E402
-from pyro_vae.evaluate import compare  # noqa: E402
+from pyro_vae.infer import compare  # noqa: E402
 from pyro_vae.runs import load_result, read_metrics  # noqa: E402
 
 

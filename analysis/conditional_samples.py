@@ -22,8 +22,8 @@ import torch  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from pyro_vae import plots  # noqa: E402
-from pyro_vae.data import load_dataset  # noqa: E402
-from pyro_vae.evaluate import seeded  # noqa: E402
+from pyro_vae.datasets import load_dataset# noqa: E402
+from pyro_vae.infer import seeded  # noqa: E402
 from pyro_vae.runs import load_run  # noqa: E402
 
 

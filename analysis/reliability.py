@@ -1768,7 +1768,7 @@ def register_resume():
                    "then --resume", mid_write)
 
     def kill_eval(ctx):
-        import pyro_vae.evaluate as ev
+        import pyro_vae.infer as ev
         return fire_at(ev, "log_likelihood", kill, label="evaluate.log_likelihood")
 
     def eval_done(ctx):
@@ -2538,7 +2538,7 @@ def register_interrupts():
     import matplotlib.figure
     import sklearn.datasets
     import tomllib
-    import pyro_vae.evaluate as ev_mod
+    import pyro_vae.infer as ev_mod
     import pyro_vae.export as ex_mod
 
     KI = raiser(KeyboardInterrupt)

@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from pyro_vae import cli  # noqa: E402
-from pyro_vae.data import labelled_subset, load_dataset  # noqa: E402
+from pyro_vae.datasets import labelled_subset, load_dataset# noqa: E402
 from pyro_vae.runs import load_run, read_metrics  # noqa: E402
 
 

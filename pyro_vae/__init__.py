@@ -3,8 +3,8 @@
 The pieces (see DESIGN.md): priors p(z), guides q(z|x), likelihoods p(x|z), composed by
 :class:`VAE` (or, with several latent layers, :class:`HierarchicalVAE`) into
 ``vae.model`` / ``vae.guide``; recipes in ``models/*.toml``;
-training by SVI (:mod:`pyro_vae.train`); evaluation generic over Pyro
-(:mod:`pyro_vae.evaluate`).
+training by SVI (:mod:`pyro_vae.trainer` and :mod:`pyro_vae.run`); evaluation generic over Pyro
+(:mod:`pyro_vae.infer`).
 """
 
 __version__ = "0.1.0"

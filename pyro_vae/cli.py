@@ -273,7 +273,7 @@ def cmd_train(args):
     from .checkpoint import load_checkpoint
     from .runfolder import (check_run_argument, check_run_folder, create_run_folder,
                             create_unique_run_folder, note_stale, open_run_folder)
-    from .train import Run
+    from .run import Run
 
     world = args.world
     if args.resume:
@@ -393,9 +393,11 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
 
     ``test_sets`` caches test sets by data settings, so that runs on the same data share one.
     """
-    from .data import data_fingerprint, load_dataset, prepare_eval_splits
-    from .evaluate import data_fingerprint as tensor_fingerprint
-    from .runs import evaluate_run, load_result, load_run, resolve_device, save_result
+    from .batches import prepare_eval_splits
+    from .datasets import data_fingerprint, load_dataset
+    from .infer import data_fingerprint as tensor_fingerprint
+    from .distributed import resolve_device
+    from .runs import evaluate_run, load_result, load_run, save_result
 
     world = getattr(args, "world", None) or SINGLE
     device = world.device if world.distributed else resolve_device(args.device)
@@ -470,7 +472,7 @@ def _write_evaluation(run, summary, state, update_eval_json):
 def cmd_compare(args):
     """``pyro-vae compare RUN_A RUN_B --k 1000``: a paired comparison table."""
     from .checkpoint import load_checkpoint
-    from .evaluate import compare
+    from .infer import compare
     from .runfolder import check_run_argument
 
     conditional = []
@@ -513,9 +515,10 @@ def cmd_sample(args):
     import torch
 
     from . import plots
-    from .evaluate import seeded
+    from .infer import seeded
     from .nets import event_size
-    from .runs import load_run, resolve_device
+    from .distributed import resolve_device
+    from .runs import load_run
 
     if args.num_samples < 1:
         raise ConfigError(f"-n must be at least 1, got {args.num_samples}")
@@ -559,10 +562,12 @@ def cmd_sample(args):
 
 def cmd_export(args):
     """``pyro-vae export RUN -o latents.nc``: ArviZ InferenceData of test-image latents."""
-    from .data import load_dataset, prepare_eval_splits
+    from .batches import prepare_eval_splits
+    from .datasets import load_dataset
     from .export import to_inference_data
     from .files import atomic_write
-    from .runs import load_run, resolve_device
+    from .distributed import resolve_device
+    from .runs import load_run
 
     if args.num_samples > args.k:
         raise ConfigError(f"--num-samples ({args.num_samples}) draws are resampled from --k "
@@ -597,7 +602,7 @@ def cmd_export(args):
 def cmd_report(args):
     """``pyro-vae report RUN [RUN ...] -o OUT``."""
     from .report import build_report
-    from .runs import resolve_device
+    from .distributed import resolve_device
 
     out = Path(args.output)
     if out.exists() and not out.is_dir():
@@ -621,10 +626,12 @@ def cmd_score(args):
     """``pyro-vae score RUN [--data NAME] -o scores.csv``: per-image -log p(x)."""
     import csv
 
-    from .data import load_dataset, prepare_eval_splits
-    from .evaluate import log_likelihood
+    from .batches import prepare_eval_splits
+    from .datasets import load_dataset
+    from .infer import log_likelihood
     from .files import atomic_write
-    from .runs import load_run, resolve_device
+    from .distributed import resolve_device
+    from .runs import load_run
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:

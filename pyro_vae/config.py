@@ -32,6 +32,7 @@ from .likelihoods import (BernoulliLikelihood, ContinuousBernoulliLikelihood,
                           DiscretizedLogisticLikelihood, GaussianLikelihood)
 from .priors import (ConditionalNormalPrior, FlowPrior, MixtureOfGaussiansPrior, StandardNormalPrior,
                      VampPrior)
+from .infer.objectives import OBJECTIVES
 from .hierarchy import BottomUpGuide, GaussianConditional, HierarchicalVAE, LadderGuide, TopPosterior
 from .nets import MLP, event_size
 from .vae import VAE
@@ -237,7 +238,7 @@ class TrainConfig:
     :ivar str objective: ``elbo`` (Pyro's Trace_ELBO), ``mean_field`` (TraceMeanField_ELBO,
         analytic KL), ``iwae`` (importance-weighted bound with ``num_particles``),
         ``iwae_dreg`` (the same with the doubly-reparameterized guide gradient) or
-        ``free_bits`` (see :mod:`pyro_vae.objectives`).
+        ``free_bits`` (see :mod:`pyro_vae.infer.objectives`).
     :ivar int num_particles: particles per datapoint of the objective (vectorized).
     :ivar float beta: weight of the KL term (beta-VAE; Higgins et al. 2017).
     :ivar float warmup_epochs: the KL weight rises linearly from 0 to ``beta`` over this
@@ -256,7 +257,7 @@ class TrainConfig:
         evaluation run uncompiled). Needs a C++ compiler on the CPU.
     :ivar float classifier_weight: for a semi-supervised model, the weight alpha of the
         labelled images' classification loss -log q(y|x), per image (see
-        :class:`~pyro_vae.objectives.SemiSupervisedELBO`).
+        :class:`~pyro_vae.infer.objectives.SemiSupervisedELBO`).
     """
 
     epochs: int = 300
@@ -376,7 +377,7 @@ class Config:
                 raise ConfigError(f"{where}: train.{key} must be at least 0, got {getattr(t, key)}")
         if t.num_particles < 1:
             raise ConfigError(f"{where}: train.num_particles must be at least 1, got {t.num_particles}")
-        objectives = ("elbo", "mean_field", "iwae", "iwae_dreg", "free_bits")
+        objectives = tuple(OBJECTIVES)
         if t.objective not in objectives:
             raise ConfigError(f"{where}: unknown train.objective {t.objective!r}; choose one of "
                               f"{list(objectives)}")

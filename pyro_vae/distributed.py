@@ -7,10 +7,10 @@ sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT
 devices, one device per local rank; gloo on CPUs). Without those variables everything runs
 in one process and :data:`SINGLE` stands for the world.
 
-How the pieces use the world (see :mod:`pyro_vae.train` and :mod:`pyro_vae.evaluate`):
+How the pieces use the world (see :mod:`pyro_vae.trainer` and :mod:`pyro_vae.run` and :mod:`pyro_vae.infer`):
 
 - training: each global batch of ``train.batch_size`` images is split among the ranks
-  (:class:`~pyro_vae.data.EpochBatches` with ``rank``/``world_size``); the ELBO is
+  (:class:`~pyro_vae.batches.EpochBatches` with ``rank``/``world_size``); the ELBO is
   computed through :class:`torch.nn.parallel.DistributedDataParallel`, which averages the
   gradients, and the loss is scaled by the world size so that the averaged gradient is
   the gradient of the summed loss of the whole global batch, exactly as one process with
@@ -121,6 +121,25 @@ def launched_by_torchrun(environ=None):
     return int(environ.get("WORLD_SIZE", "1")) > 1
 
 
+def resolve_device(device="auto"):
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` / ``"cuda:N"``.
+
+    :raises ConfigError: if CUDA is asked for and not available, or the name is unknown.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but torch sees no CUDA device; "
+                          "use --device auto or cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {device!r}; use auto, cpu or cuda")
+    return dev
+
+
 def init_world(device="auto", environ=None):
     """Join the process group described by torchrun's environment variables, or return
     the single-process world when there are none.
@@ -131,7 +150,6 @@ def init_world(device="auto", environ=None):
     :raises ConfigError: when the variables are incomplete, or a node has more ranks than
         CUDA devices.
     """
-    from .runs import resolve_device
 
     environ = os.environ if environ is None else environ
     dev = resolve_device(device)

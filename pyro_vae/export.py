@@ -2,7 +2,7 @@
 
 For each datapoint, ``num_particles`` guide draws z_i ~ q(z|x) with log importance weights
 log w_i = log p(x, z_i) - log q(z_i|x) (from Pyro traces, as in
-:func:`pyro_vae.evaluate.log_weights`) give:
+:func:`pyro_vae.infer.log_weights`) give:
 
 - group ``guide``: the first ``num_samples`` guide draws, q(z|x) itself;
 - group ``posterior``: ``num_samples`` draws resampled with replacement in proportion to
@@ -22,8 +22,8 @@ that ArviZ's convergence diagnostics (which need at least two) run.
 import numpy as np
 import torch
 
-from .evaluate import _check_data, _per_datapoint, pareto_khat, particle_traces, seeded
-from .evaluate import _is_sample
+from .infer import check_data, per_datapoint, pareto_khat, particle_traces, seeded
+from .infer import is_sample
 
 #: Value of the ``format`` attribute of exported files.
 EXPORT_FORMAT = "pyro_vae.latents"
@@ -41,9 +41,9 @@ def latent_draws(model, guide, data, num_samples=100, num_particles=1000, batch_
         tensors and a dict of ``(N,)`` tensors (``log_likelihood``, ``elbo``, ``ess``,
         ``khat``), on the CPU.
     :raises ValueError: for empty data, S < 1, k < S or latent sites that are not vectors.
-    :raises pyro_vae.evaluate.ModelGuideMismatch: see :func:`pyro_vae.evaluate.log_weights`.
+    :raises pyro_vae.infer.ModelGuideMismatch: see :func:`pyro_vae.infer.log_weights`.
     """
-    _check_data(data, num_particles, batch_size, num_particles)
+    check_data(data, num_particles, batch_size, num_particles)
     if not 1 <= int(num_samples) <= int(num_particles):
         raise ValueError(f"num_samples must be in 1..num_particles ({num_particles}), got "
                          f"{num_samples}")
@@ -57,12 +57,12 @@ def latent_draws(model, guide, data, num_samples=100, num_particles=1000, batch_
             b = x.shape[0]
             model_trace, guide_trace, nesting = particle_traces(model, guide, x, k)
             args = (data_plate, k, b, nesting)
-            log_w = _per_datapoint(model_trace, "model", *args) - \
-                _per_datapoint(guide_trace, "guide", *args, include="latent")
+            log_w = per_datapoint(model_trace, "model", *args) - \
+                per_datapoint(guide_trace, "guide", *args, include="latent")
             probs = torch.softmax(log_w, dim=0)  # (k, b)
             index = torch.multinomial(probs.T, s, replacement=True).T  # (s, b)
             for name, site in guide_trace.nodes.items():
-                if not _is_sample(site) or site["is_observed"]:
+                if not is_sample(site) or site["is_observed"]:
                     continue
                 z = site["value"]
                 if z.dim() != 3 or z.shape[:2] != (k, b):

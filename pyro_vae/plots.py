@@ -251,7 +251,7 @@ def plot_embedding(vae, x, labels=None, method="pca", batch_size=500, ax=None, s
 
 def plot_kl_per_dim(report, ax=None):
     """KL(q || p) of each latent dimension, sorted, per site, from a
-    :class:`~pyro_vae.evaluate.LatentReport`, with the number of active units: a picture
+    :class:`~pyro_vae.infer.LatentReport`, with the number of active units: a picture
     of posterior collapse.
 
     :returns: the axes.
@@ -286,7 +286,7 @@ def _as_list(results, labels):
 def plot_bound_vs_k(results, labels=None, ax=None):
     """The importance-weighted bound against the number of particles k (log axis), mean
     over test points with +- 2 standard errors, for one or several
-    :class:`~pyro_vae.evaluate.LogLikelihoodResult` (their ``ladder``).
+    :class:`~pyro_vae.infer.LogLikelihoodResult` (their ``ladder``).
 
     :returns: the axes.
     :raises ValueError: if the labels do not match the results.
@@ -336,12 +336,12 @@ def plot_khat(results, labels=None, ax=None):
 
 def plot_comparison(results, labels, baseline=0, ax=None):
     """Paired differences in test log-likelihood against ``results[baseline]``, with error
-    bars of 2 paired standard errors (see :func:`pyro_vae.evaluate.compare`).
+    bars of 2 paired standard errors (see :func:`pyro_vae.infer.compare`).
 
     :returns: the axes.
     :raises ValueError: for mismatched labels or results on different test sets.
     """
-    from .evaluate import compare
+    from .infer import compare
 
     results, labels = _as_list(results, labels)
     ax = _axes(ax, (6, 0.6 * len(results) + 1.5))

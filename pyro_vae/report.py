@@ -94,7 +94,7 @@ def _figures(runs, fig_dir, device):
     import torch
 
     from . import plots
-    from .evaluate import seeded
+    from .infer import seeded
     from .runs import load_run
 
     out = {}
@@ -158,7 +158,7 @@ def build_report(run_dirs, out_dir, k=None, seed=0, device="cpu"):
     :returns: ``(html_path, markdown_path)``.
     :raises ConfigError: for a folder that is not an evaluated run.
     """
-    from .evaluate import compare
+    from .infer import compare
 
     runs = [_load(run, k, seed) for run in run_dirs]
     for r, name in zip(runs, unique_names(run_dirs)):

@@ -396,7 +396,7 @@ def check_run_argument(path, flag="RUN"):
 
 
 def prepare_run_folder(out, overwrite=False):
-    """Create (or replace) and mark the run folder ``out`` for a :class:`~pyro_vae.train.Run`
+    """Create (or replace) and mark the run folder ``out`` for a :class:`~pyro_vae.run.Run`
     built in a script; the lock is released on return (hold one with
     :func:`create_run_folder` while training, as ``pyro-vae train`` does).
 

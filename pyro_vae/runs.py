@@ -10,30 +10,14 @@ from pathlib import Path
 
 import torch
 
-from . import evaluate
+from . import infer
 from .checkpoint import atomic_save, load_checkpoint, safe_load
 from .config import Config, build_vae
-from .errors import CheckpointError, ConfigError, RunFolderError
+from .distributed import resolve_device
+from .errors import CheckpointError, RunFolderError
 from .files import write_text
 from .runfolder import check_run_argument
 
-def resolve_device(device="auto"):
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` / ``"cuda:N"``.
-
-    :raises ConfigError: if CUDA is asked for and not available, or the name is unknown.
-    """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but torch sees no CUDA device; "
-                          "use --device auto or cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {device!r}; use auto, cpu or cuda")
-    return dev
 
 
 
@@ -115,17 +99,17 @@ def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
     run_dir = Path(run_dir)
     device = next(vae.parameters()).device
     vae.eval()
-    with torch.no_grad(), evaluate.seeded(seed, device):
+    with torch.no_grad(), infer.seeded(seed, device):
         samples = vae.sample(n)
-        originals = evaluate.to_device(evaluate.rows(test, 0, 30), device)
-        recon = vae.reconstruct(*evaluate.batch_args(originals))
-        originals = evaluate.batch_args(originals)[0]
+        originals = infer.to_device(infer.rows(test, 0, 30), device)
+        recon = vae.reconstruct(*infer.batch_args(originals))
+        originals = infer.batch_args(originals)[0]
     plots.save_figure(plots.plot_images(samples, image_shape, title="samples (pixel means)"),
                       run_dir / "samples.png")
     plots.save_figure(plots.plot_reconstructions(originals, recon, image_shape),
                       run_dir / "reconstructions.png")
     if getattr(vae, "num_layers", 1) > 1:
-        with evaluate.seeded(seed, device):
+        with infer.seeded(seed, device):
             axes = plots.plot_layer_samples(vae, image_shape)
         plots.save_figure(axes[0], run_dir / "layers.png")
     if metrics:
@@ -251,9 +235,9 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, w
     :param Config config: the run's recipe; its ``[eval]`` table sets chunk sizes, and
         ``k`` and ``seed`` unless given here.
     :returns: ``(summary, result)``: a JSON-safe dict for ``eval.json`` (see
-        :meth:`~pyro_vae.evaluate.LogLikelihoodResult.summary` and
-        :meth:`~pyro_vae.evaluate.LatentReport.summary`) and the
-        :class:`~pyro_vae.evaluate.LogLikelihoodResult`.
+        :meth:`~pyro_vae.infer.LogLikelihoodResult.summary` and
+        :meth:`~pyro_vae.infer.LatentReport.summary`) and the
+        :class:`~pyro_vae.infer.LogLikelihoodResult`.
 
     With a :class:`~pyro_vae.distributed.World` of several ranks the log-likelihood is
     shared among them (every rank gets the result); the latent report is computed on rank 0
@@ -263,12 +247,12 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, w
     k = e.k if k is None else int(k)
     seed = e.seed if seed is None else int(seed)
     vae.eval()
-    result = evaluate.log_likelihood(vae.model, vae.guide, test, num_particles=k,
+    result = infer.log_likelihood(vae.model, vae.guide, test, num_particles=k,
                                      batch_size=e.batch_size, particle_batch=e.particle_batch,
                                      seed=seed, device=device, progress=progress, world=world)
     if world is not None and not world.is_main:
         return result.summary(), result
-    latents = evaluate.latent_report(vae.model, vae.guide, test, seed=seed, device=device,
+    latents = infer.latent_report(vae.model, vae.guide, test, seed=seed, device=device,
                                      batch_size=max(e.batch_size, 100))
     return {**result.summary(), **latents.summary()}, result
 
@@ -283,7 +267,7 @@ RESULT_FORMAT = "pyro_vae.loglik"
 
 
 def save_result(run_dir, result):
-    """Save a :class:`~pyro_vae.evaluate.LogLikelihoodResult` (tensors only, atomically)."""
+    """Save a :class:`~pyro_vae.infer.LogLikelihoodResult` (tensors only, atomically)."""
     atomic_save({"format": RESULT_FORMAT, **result.state_dict()},
                 results_path(run_dir, result.num_particles, result.seed))
 
@@ -298,6 +282,6 @@ def load_result(run_dir, k, seed):
         state = safe_load(path)
         if state.pop("format", None) != RESULT_FORMAT:
             return None
-        return evaluate.LogLikelihoodResult.from_state_dict(state)
+        return infer.LogLikelihoodResult.from_state_dict(state)
     except (CheckpointError, TypeError):
         return None

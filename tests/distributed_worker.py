@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 
-from pyro_vae import cli, evaluate
+from pyro_vae import cli, infer
 from pyro_vae.config import apply_overrides, resolve_recipe
-from pyro_vae.data import load_dataset, prepare_eval_splits
+from pyro_vae.batches import prepare_eval_splits
+from pyro_vae.datasets import load_dataset
 from pyro_vae.distributed import init_world
 from pyro_vae.runfolder import prepare_run_folder
 from pyro_vae.runs import load_run
-from pyro_vae.train import Run
+from pyro_vae.run import Run
 
 #: The recipe of the Run-API checks: small, so that two epochs take a second.
 SMALL = {"data.name": "digits", "model.hidden": [64], "model.latent_dim": 8,
@@ -94,7 +95,7 @@ def main(out):
     # 4. sharded evaluation: per-datapoint estimates (the test repeats it in one process)
     vae, config, _ = load_run(out / "straight", device="cpu")
     test = prepare_eval_splits(load_dataset("digits"), config.data.binarization)[1]
-    result = evaluate.log_likelihood(vae.model, vae.guide, test, num_particles=30,
+    result = infer.log_likelihood(vae.model, vae.guide, test, num_particles=30,
                                      batch_size=40, particle_batch=7, seed=3, world=world)
     torch.save(result.state_dict(), out / f"loglik-rank{rank}.pt")
 

@@ -10,7 +10,7 @@ from pyro.infer import Trace_ELBO
 
 from pyro_vae import config as C
 from pyro_vae.errors import ConfigError
-from pyro_vae.evaluate import log_weights
+from pyro_vae.infer import log_weights
 from pyro_vae.guides import DiagonalNormalGuide, FlowGuide
 from pyro_vae.priors import MixtureOfGaussiansPrior, VampPrior
 

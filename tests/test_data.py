@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_vae import data as D
+from pyro_vae import batches, datasets, idx
 from pyro_vae.errors import DataError
 
 
@@ -32,27 +32,27 @@ def fake_idx_folder(folder, n_train=10005, n_test=7, gz=True):
 
 
 def test_digits_splits():
-    d = D.load_dataset("digits")
+    d = datasets.load_dataset("digits")
     assert d.train.shape == (1200, 64) and d.validation.shape == (300, 64) and d.test.shape == (297, 64)
     assert d.image_shape == (1, 8, 8) and d.event_shape == (64,)
     assert float(d.train.min()) == 0.0 and float(d.train.max()) == 1.0
     assert not d.is_binary
     # the split is fixed
-    assert torch.equal(D.load_dataset("digits").test, d.test)
+    assert torch.equal(datasets.load_dataset("digits").test, d.test)
 
 
 def test_unknown_dataset_lists_valid_names():
     with pytest.raises(DataError, match=r"unknown data set 'cifar'.*digits.*fashion-mnist.*mnist"):
-        D.load_dataset("cifar")
+        datasets.load_dataset("cifar")
 
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_roundtrip_and_protocol_split(tmp_path, gz):
     fake_idx_folder(tmp_path, gz=gz)
-    d = D.load_dataset("mnist", data_dir=tmp_path)
+    d = datasets.load_dataset("mnist", data_dir=tmp_path)
     assert d.train.shape == (5, 12) and d.validation.shape == (10000, 12) and d.test.shape == (7, 12)
     assert d.image_shape == (1, 4, 3)
-    raw = D.read_idx_images(tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else "")))
+    raw = idx.read_idx_images(tmp_path / ("train-images-idx3-ubyte" + (".gz" if gz else "")))
     assert torch.allclose(d.train, torch.from_numpy(raw[:5].reshape(5, -1) / 255.0).float())
     assert torch.allclose(d.validation, torch.from_numpy(raw[5:].reshape(10000, -1) / 255.0).float())
 
@@ -60,50 +60,50 @@ def test_idx_roundtrip_and_protocol_split(tmp_path, gz):
 def test_search_order_env_and_torchvision_layout(tmp_path, monkeypatch):
     fake_idx_folder(tmp_path / "env" / "FashionMNIST" / "raw")
     monkeypatch.setenv("PYRO_VAE_DATA", str(tmp_path / "env"))
-    train, test = D.find_idx_files(D.IDX_SOURCES["fashion-mnist"])
+    train, test = idx.find_idx_files(idx.IDX_SOURCES["fashion-mnist"])
     assert train.parent == tmp_path / "env" / "FashionMNIST" / "raw"
     # an explicit data_dir comes first
     fake_idx_folder(tmp_path / "explicit")
-    train, _ = D.find_idx_files(D.IDX_SOURCES["fashion-mnist"], tmp_path / "explicit")
+    train, _ = idx.find_idx_files(idx.IDX_SOURCES["fashion-mnist"], tmp_path / "explicit")
     assert train.parent == tmp_path / "explicit"
 
 
 def test_missing_files_say_where_and_how(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "IDX_SOURCES", {**D.IDX_SOURCES, "fashion-mnist": D.IDXSource(
+    monkeypatch.setattr(idx, "IDX_SOURCES", {**idx.IDX_SOURCES, "fashion-mnist": idx.IDXSource(
         "fashion-mnist", ("", "fashion-mnist"), "FashionMNIST", (tmp_path / "debian",),
-        D.IDX_SOURCES["fashion-mnist"].how_to_get)})
+        idx.IDX_SOURCES["fashion-mnist"].how_to_get)})
     (tmp_path / "mine").mkdir()
     with pytest.raises(DataError) as e:
-        D.load_dataset("fashion-mnist")
+        datasets.load_dataset("fashion-mnist")
     msg = str(e.value)
-    assert str(D.cache_dir()) in msg and str(tmp_path / "debian") in msg
+    assert str(idx.cache_dir()) in msg and str(tmp_path / "debian") in msg
     assert "apt-get install dataset-fashion-mnist" in msg and "--download" in msg
     with pytest.raises(DataError, match="Looked in") as e:
-        D.load_dataset("mnist", data_dir=tmp_path / "mine")
+        datasets.load_dataset("mnist", data_dir=tmp_path / "mine")
     assert str(tmp_path / "mine") in str(e.value) and "only --data-dir" in str(e.value)
 
 
 def test_idx_wrong_magic(tmp_path):
     p = write_idx(tmp_path / "x-idx3-ubyte", np.zeros((2, 3, 3)), magic=0x00000801)
     with pytest.raises(DataError, match="magic number 0x00000801"):
-        D.read_idx_images(p)
+        idx.read_idx_images(p)
 
 
 def test_idx_truncated(tmp_path):
     p = write_idx(tmp_path / "x-idx3-ubyte", np.zeros((2, 3, 3)), truncate=5)
     with pytest.raises(DataError, match="truncated"):
-        D.read_idx_images(p)
+        idx.read_idx_images(p)
     short = tmp_path / "short"
     short.write_bytes(b"\x00\x00\x08")
     with pytest.raises(DataError, match="too short"):
-        D.read_idx_images(short)
+        idx.read_idx_images(short)
 
 
 def test_idx_zero_sizes(tmp_path):
     p = tmp_path / "zero"
     p.write_bytes(b"".join(int(v).to_bytes(4, "big") for v in (0x803, 0, 28, 28)))
     with pytest.raises(DataError, match="non-zero sizes"):
-        D.read_idx_images(p)
+        idx.read_idx_images(p)
 
 
 def test_idx_corrupt_gzip(tmp_path):
@@ -111,7 +111,7 @@ def test_idx_corrupt_gzip(tmp_path):
     raw = gzip.compress(b"\x00" * 1000)
     p.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(DataError, match="truncated or corrupt"):
-        D.read_idx_images(p)
+        idx.read_idx_images(p)
 
 
 def test_idx_gzip_with_corrupt_deflate_data(tmp_path):
@@ -120,13 +120,13 @@ def test_idx_gzip_with_corrupt_deflate_data(tmp_path):
     raw[20:40] = b"\xff" * 20  # inside the deflate stream
     p.write_bytes(bytes(raw))
     with pytest.raises(DataError, match="cannot read the file"):
-        D.read_idx_images(p)
+        idx.read_idx_images(p)
 
 
 def test_idx_too_few_training_images(tmp_path):
     fake_idx_folder(tmp_path, n_train=100)
     with pytest.raises(DataError, match="more than 10,000"):
-        D.load_dataset("mnist", data_dir=tmp_path)
+        datasets.load_dataset("mnist", data_dir=tmp_path)
 
 
 def test_npz_loading(tmp_path):
@@ -134,38 +134,38 @@ def test_npz_loading(tmp_path):
     p = tmp_path / "mine.npz"
     np.savez(p, train=rng.integers(0, 256, (20, 5, 5), dtype=np.uint8),
              test=rng.integers(0, 256, (4, 5, 5), dtype=np.uint8))
-    d = D.load_dataset(str(p))
+    d = datasets.load_dataset(str(p))
     assert d.train.shape == (18, 25) and d.validation.shape == (2, 25) and d.test.shape == (4, 25)
     assert d.image_shape == (1, 5, 5) and d.name == "mine"
     np.savez(p, train=rng.random((6, 3)), validation=rng.random((2, 3)), test=rng.random((2, 3)))
-    d = D.load_dataset(str(p))
+    d = datasets.load_dataset(str(p))
     assert d.validation.shape == (2, 3) and d.train.dtype == torch.float32
     assert d.image_shape == (1, 1, 3)
     np.savez(p, train=rng.random((6, 16)), test=rng.random((2, 16)))  # square: shown as 4x4
-    assert D.load_dataset(str(p)).image_shape == (1, 4, 4)
+    assert datasets.load_dataset(str(p)).image_shape == (1, 4, 4)
 
 
 def test_npz_missing_arrays(tmp_path):
     p = tmp_path / "bad.npz"
     np.savez(p, images=np.zeros((3, 4)))
     with pytest.raises(DataError, match=r"missing array\(s\) \['train', 'test'\]; found \['images'\]"):
-        D.load_dataset(str(p))
+        datasets.load_dataset(str(p))
 
 
 def test_npz_not_a_zip(tmp_path):
     p = tmp_path / "bad.npz"
     p.write_bytes(b"not a zip file at all")
     with pytest.raises(DataError, match="not a .npz file .a .npz is a zip archive"):
-        D.load_dataset(str(p))
+        datasets.load_dataset(str(p))
     with pytest.raises(DataError, match="no such file"):
-        D.load_dataset(str(tmp_path / "absent.npz"))
+        datasets.load_dataset(str(tmp_path / "absent.npz"))
 
 
 def test_npz_mismatched_shapes(tmp_path):
     p = tmp_path / "bad.npz"
     np.savez(p, train=np.zeros((5, 4, 4)), test=np.zeros((2, 3, 3)))
     with pytest.raises(DataError, match="'test' has images of shape"):
-        D.load_dataset(str(p))
+        datasets.load_dataset(str(p))
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -177,38 +177,38 @@ def test_values_outside_unit_interval_or_nan(tmp_path, bad, match):
     p = tmp_path / "bad.npz"
     np.savez(p, train=bad, test=np.zeros((2, bad.shape[1])))
     with pytest.raises(DataError, match=match):
-        D.load_dataset(str(p))
+        datasets.load_dataset(str(p))
 
 
 def test_empty_split(tmp_path):
     p = tmp_path / "empty.npz"
     np.savez(p, train=np.zeros((5, 4)), test=np.zeros((0, 4)))
     with pytest.raises(DataError, match="non-empty"):
-        D.load_dataset(str(p))
+        datasets.load_dataset(str(p))
 
 
 def test_test_binarization_is_fixed_by_seed_777():
-    d = D.load_dataset("digits")
-    _, test1 = D.prepare_eval_splits(d, "dynamic")
-    _, test2 = D.prepare_eval_splits(d, "static")
+    d = datasets.load_dataset("digits")
+    _, test1 = batches.prepare_eval_splits(d, "dynamic")
+    _, test2 = batches.prepare_eval_splits(d, "static")
     assert torch.equal(test1, test2)
     assert torch.equal(test1, torch.bernoulli(d.test, generator=torch.Generator().manual_seed(777)))
     assert set(test1.unique().tolist()) == {0.0, 1.0}
-    val, test = D.prepare_eval_splits(d, "none")
+    val, test = batches.prepare_eval_splits(d, "none")
     assert torch.equal(test, d.test)
     with pytest.raises(DataError, match="unknown binarization 'otsu'"):
-        D.prepare_eval_splits(d, "otsu")
+        batches.prepare_eval_splits(d, "otsu")
 
 
 def test_dynamic_binarization_changes_each_epoch_and_is_seeded():
     x = torch.full((50, 10), 0.5)
-    b = D.EpochBatches(x, 20, "dynamic", seed=3)
+    b = batches.EpochBatches(x, 20, "dynamic", seed=3)
     e1 = torch.cat(list(b.epoch()))
     e2 = torch.cat(list(b.epoch()))
-    assert [t.shape[0] for t in D.EpochBatches(x, 20, "dynamic", 3).epoch()] == [20, 20, 10]
+    assert [t.shape[0] for t in batches.EpochBatches(x, 20, "dynamic", 3).epoch()] == [20, 20, 10]
     assert set(e1.unique().tolist()) == {0.0, 1.0}
     assert not torch.equal(e1, e2)
-    b2 = D.EpochBatches(x, 20, "dynamic", seed=3)
+    b2 = batches.EpochBatches(x, 20, "dynamic", seed=3)
     assert torch.equal(torch.cat(list(b2.epoch())), e1)
     state = b2.get_state()
     after = torch.cat(list(b2.epoch()))
@@ -218,19 +218,19 @@ def test_dynamic_binarization_changes_each_epoch_and_is_seeded():
 
 def test_static_binarization_fixed_across_epochs():
     x = torch.rand(30, 6)
-    b = D.EpochBatches(x, 30, "static", seed=1)
+    b = batches.EpochBatches(x, 30, "static", seed=1)
     e1, e2 = next(b.epoch()), next(b.epoch())
     # same binary images, only reordered
     assert torch.equal(e1.sum(0), e2.sum(0))
 
 
-FMNIST = D.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz"
+FMNIST = idx.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz"
 
 
 @pytest.mark.skipif(not FMNIST.exists(),
                     reason="real Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_protocol_split():
-    d = D.load_dataset("fashion-mnist")
+    d = datasets.load_dataset("fashion-mnist")
     assert d.train.shape == (50000, 784)
     assert d.validation.shape == (10000, 784)
     assert d.test.shape == (10000, 784)
@@ -244,7 +244,7 @@ def test_real_fashion_mnist_protocol_split():
 def test_labels_follow_their_images():
     from sklearn.datasets import load_digits as sk_digits
 
-    from pyro_vae.data import load_dataset
+    from pyro_vae.datasets import load_dataset
 
     data = load_dataset("digits")
     bunch = sk_digits()
@@ -261,7 +261,7 @@ def test_labels_follow_their_images():
 def test_idx_labels_are_read_and_checked(tmp_path):
     import gzip
 
-    from pyro_vae.data import read_idx_labels
+    from pyro_vae.idx import read_idx_labels
     from pyro_vae.errors import DataError
 
     path = tmp_path / "l.gz"
@@ -278,7 +278,7 @@ def test_idx_labels_are_read_and_checked(tmp_path):
 
 
 def test_keep_classes_filters_training_only():
-    from pyro_vae.data import keep_classes, load_dataset
+    from pyro_vae.datasets import keep_classes, load_dataset
 
     data = load_dataset("digits")
     kept = keep_classes(data, [0, 7])

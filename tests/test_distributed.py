@@ -15,13 +15,14 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from pyro_vae import evaluate
-from pyro_vae.data import EpochBatches, load_dataset, prepare_eval_splits
+from pyro_vae import infer
+from pyro_vae.batches import EpochBatches, prepare_eval_splits
+from pyro_vae.datasets import load_dataset
 from pyro_vae.distributed import SINGLE, World, init_world, rank_seed
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.runfolder import prepare_run_folder
 from pyro_vae.runs import load_run, read_metrics
-from pyro_vae.train import Run
+from pyro_vae.run import Run
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_worker import small_config  # noqa: E402
@@ -135,10 +136,10 @@ def test_stop_on_one_rank_stops_both_and_resumes_exactly(two_ranks):
 def test_sharded_evaluation_equals_one_process(two_ranks):
     vae, config, _ = load_run(two_ranks / "straight", device="cpu")
     test = prepare_eval_splits(load_dataset("digits"), config.data.binarization)[1]
-    single = evaluate.log_likelihood(vae.model, vae.guide, test, num_particles=30,
+    single = infer.log_likelihood(vae.model, vae.guide, test, num_particles=30,
                                      batch_size=40, particle_batch=7, seed=3)
     for state in load(two_ranks, "loglik"):
-        got = evaluate.LogLikelihoodResult.from_state_dict(state)
+        got = infer.LogLikelihoodResult.from_state_dict(state)
         assert got.fingerprint == single.fingerprint
         for field in ("log_likelihood", "elbo", "ess", "mc_se"):
             torch.testing.assert_close(getattr(got, field), getattr(single, field),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyro_vae.evaluate import ModelGuideMismatch, elbo, log_weights
+from pyro_vae.infer import ModelGuideMismatch, elbo, log_weights
 
 
 def test_elbo_matches_pyro_trace_elbo(small_vae, binary_batch):
@@ -126,7 +126,7 @@ def test_poutine_scale_is_ignored(small_vae, binary_batch):
 # ----------------------------------------------------------------------------------------
 # Importance-weighted log-likelihood: exact answers on linear-Gaussian models
 
-from pyro_vae.evaluate import compare, latent_report, log_likelihood  # noqa: E402
+from pyro_vae.infer import compare, latent_report, log_likelihood  # noqa: E402
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pyro.poutine.util import site_is_subsample
 
 from pyro_vae.config import ModelConfig, build_vae
 from pyro_vae.errors import ConfigError
-from pyro_vae.evaluate import latent_report, log_likelihood, log_weights
+from pyro_vae.infer import latent_report, log_likelihood, log_weights
 from pyro_vae.guides import MIN_SCALE, DiagonalNormalGuide
 from pyro_vae.hierarchy import (BottomUpGuide, GaussianConditional, HierarchicalVAE,
                                 LadderGuide)

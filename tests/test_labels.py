@@ -12,10 +12,11 @@ from sklearn.linear_model import LogisticRegression
 
 from pyro_vae import cli
 from pyro_vae.config import ModelConfig, build_vae
-from pyro_vae.data import EpochBatches, labelled_subset
+from pyro_vae.batches import EpochBatches
+from pyro_vae.datasets import labelled_subset
 from pyro_vae.errors import ConfigError, DataError
-from pyro_vae.evaluate import log_likelihood, log_weights
-from pyro_vae.objectives import ELBO, SemiSupervisedELBO
+from pyro_vae.infer import log_likelihood, log_weights
+from pyro_vae.infer.objectives import ELBO, SemiSupervisedELBO
 from pyro_vae.runs import load_run
 
 # ---------------------------------------------------------------------------------------

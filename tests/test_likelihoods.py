@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from pyro_vae import config as C
-from pyro_vae.data import load_dataset
+from pyro_vae.datasets import load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.likelihoods import DiscretizedLogisticMixture
-from pyro_vae.train import check_compatible
+from pyro_vae.compatibility import check_compatible
 
 
 def make(name, event_shape=(3,), **options):
@@ -100,7 +100,7 @@ def test_discretized_logistic_needs_the_datas_grid():
                                            ("discretized_logistic", {"num_bins": 17})])
 def test_grey_level_likelihoods_train_on_digits(tmp_path, name, options):
     from pyro_vae.runfolder import prepare_run_folder
-    from pyro_vae.train import Run
+    from pyro_vae.run import Run
 
     cfg = C.apply_overrides(C.Config(), {
         "model.likelihood": name, "model.likelihood_options": options, "model.hidden": [32],

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from pyro_vae import cli
-from pyro_vae import data as D
+from pyro_vae import datasets, idx, images
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError, DataError
 from pyro_vae.runfolder import LOCK, MARKER, RunLock
-from pyro_vae.train import diverging, with_num_classes
+from pyro_vae.compatibility import with_num_classes
+from pyro_vae.trainer import diverging
 
 TINY = ["--quiet", "--epochs", "2", "--batch-size", "200", "--latent-dim", "4",
         "--set", "model.hidden=[16]", "--set", "eval.k=5", "--device", "cpu"]
@@ -148,7 +149,7 @@ class Killed(BaseException):
 
 def test_killed_while_writing_best_then_resumed_agrees_with_the_checkpoint(tmp_path,
                                                                            monkeypatch):
-    import pyro_vae.train as T
+    import pyro_vae.run as T
 
     out = tmp_path / "r"
     real = T.save_checkpoint
@@ -174,17 +175,17 @@ def test_killed_while_writing_best_then_resumed_agrees_with_the_checkpoint(tmp_p
 # ----------------------------------------------------------------------- silently wrong
 
 def test_explicit_data_dir_is_the_only_place_looked_in(tmp_path):
-    if not (D.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
+    if not (idx.DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").exists():
         pytest.skip("needs Debian's dataset-fashion-mnist, the folder a fallback would read")
     with pytest.raises(DataError, match="does not exist"):
-        D.load_dataset("fashion-mnist", data_dir=tmp_path / "absent")
+        datasets.load_dataset("fashion-mnist", data_dir=tmp_path / "absent")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="only --data-dir is searched"):
-        D.load_dataset("fashion-mnist", data_dir=tmp_path / "empty")
+        datasets.load_dataset("fashion-mnist", data_dir=tmp_path / "empty")
     folder = tmp_path / "dirs"
     (folder / "train-images-idx3-ubyte").mkdir(parents=True)
     with pytest.raises(DataError, match="is not a file"):
-        D.load_dataset("fashion-mnist", data_dir=folder)
+        datasets.load_dataset("fashion-mnist", data_dir=folder)
 
 
 def write_idx(path, images):
@@ -231,10 +232,10 @@ def test_a_recipe_name_that_is_a_path_is_refused(tmp_path, monkeypatch, capsys, 
 
 
 def test_labels_far_outside_the_classes_are_refused():
-    digits = D.load_digits()
+    digits = datasets.load_digits()
     labels = digits.train_labels.clone()
     labels[0] = 255
-    data = D.ImageData("odd", digits.train, digits.validation, digits.test, (1, 8, 8), "test",
+    data = images.ImageData("odd", digits.train, digits.validation, digits.test, (1, 8, 8), "test",
                        labels, digits.validation_labels, digits.test_labels)
     from pyro_vae.config import Config, apply_overrides
 
@@ -249,7 +250,7 @@ def test_channels_last_npz_is_refused(tmp_path):
     p = tmp_path / "rgb.npz"
     np.savez(p, train=np.full((20, 8, 8, 3), 7, np.uint8), test=np.full((5, 8, 8, 3), 7, np.uint8))
     with pytest.raises(DataError, match="looks channels-last .N, H, W, C.*np.moveaxis"):
-        D.load_dataset(str(p))
+        datasets.load_dataset(str(p))
 
 
 def test_absurd_eval_k_is_refused(capsys):
@@ -400,7 +401,7 @@ def test_a_full_disk_during_a_checkpoint_write(tmp_path, monkeypatch, capsys):
 
 
 def test_ctrl_c_during_start_up_and_the_final_evaluation(tmp_path, monkeypatch, capsys):
-    import pyro_vae.train as T
+    import pyro_vae.run as T
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
@@ -422,16 +423,16 @@ def test_npz_errors_say_what_the_file_is(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"\x00" * 100)
     with pytest.raises(DataError, match="not a .npz file") as e:
-        D.load_dataset(str(bad))
+        datasets.load_dataset(str(bad))
     assert "allow_pickle" not in str(e.value)
     upper = tmp_path / "FILE.NPZ"
     with open(upper, "wb") as f:
         np.savez(f, train=np.full((20, 4, 4), 200, np.uint8), test=np.full((5, 4, 4), 9, np.uint8))
-    assert D.load_dataset(str(upper)).train.shape == (18, 16)
+    assert datasets.load_dataset(str(upper)).train.shape == (18, 16)
     objects = tmp_path / "objects.npz"
     np.savez(objects, train=np.array([{"a": 1}], dtype=object), test=np.zeros((2, 2)))
     with pytest.raises(DataError, match="holds Python objects"):
-        D.load_dataset(str(objects))
+        datasets.load_dataset(str(objects))
 
 
 def test_two_processes_never_share_a_run(tmp_path, capsys):

@@ -8,8 +8,9 @@ from pyro_vae import config as C
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.errors import ConfigError, RunFolderError, TrainingDiverged
 from pyro_vae.runfolder import prepare_run_folder
-from pyro_vae.runs import load_run, resolve_device
-from pyro_vae.train import Run
+from pyro_vae.distributed import resolve_device
+from pyro_vae.runs import load_run
+from pyro_vae.run import Run
 
 
 def tiny_config(**train):

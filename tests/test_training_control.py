@@ -18,11 +18,11 @@ from pyro_vae import config as C
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.config import ModelConfig, build_vae
 from pyro_vae.errors import ConfigError, TrainingDiverged
-from pyro_vae.evaluate import log_weights
-from pyro_vae.objectives import ELBO, FreeBitsELBO, IWAEObjective, make_objective
+from pyro_vae.infer import log_weights
+from pyro_vae.infer.objectives import ELBO, FreeBitsELBO, IWAEObjective, make_objective
 from pyro_vae.runfolder import prepare_run_folder
 from pyro_vae.runs import load_run
-from pyro_vae.train import Run
+from pyro_vae.run import Run
 
 
 def tiny_config(**train):
@@ -343,8 +343,8 @@ def test_evaluate_uses_the_best_epoch_of_an_early_stopped_run(tmp_path, monkeypa
 
 
 def test_trainer_skips_the_param_store_and_svi_still_uses_it():
-    from pyro_vae.data import EpochBatches
-    from pyro_vae.train import Trainer
+    from pyro_vae.batches import EpochBatches
+    from pyro_vae.trainer import Trainer
 
     pyro.clear_param_store()
     vae = small_vae()
@@ -360,7 +360,7 @@ def test_trainer_skips_the_param_store_and_svi_still_uses_it():
 
 @pytest.mark.skipif(not __import__("shutil").which("g++"), reason="torch.compile needs a C++ compiler")
 def test_compiled_networks_train_like_eager_ones(tmp_path):
-    from pyro_vae.train import compile_networks
+    from pyro_vae.trainer import compile_networks
 
     eager_vae, compiled_vae = small_vae(), small_vae()
     assert compile_networks(compiled_vae) == 2  # the encoder and the decoder
@@ -381,7 +381,7 @@ def test_compiled_networks_train_like_eager_ones(tmp_path):
 
 
 def test_dreg_gradient_is_the_weights_squared_for_the_guide():
-    from pyro_vae.objectives import DReGIWAEObjective
+    from pyro_vae.infer.objectives import DReGIWAEObjective
 
     vae, k = small_vae(), 6
     pyro.set_rng_seed(4)
@@ -395,7 +395,7 @@ def test_dreg_gradient_is_the_weights_squared_for_the_guide():
     # by hand: log w with the guide's density at stopped parameters, weights squared for
     # the guide (through z), plain weights for the model
     pyro.set_rng_seed(4)
-    from pyro_vae.evaluate import particle_traces
+    from pyro_vae.infer import particle_traces
     mt, gt, _ = particle_traces(vae.model, vae.guide, X, k, 1)
     q = gt.nodes["z"]["fn"].base_dist
     z = gt.nodes["z"]["value"]

@@ -31,7 +31,7 @@ so for our models ``RenyiELBO(alpha=0)`` does give the per-datapoint bound: a te
 that it and :class:`IWAEObjective` agree to the last digit on the same draws. We use our
 own because a KL weight (warm-up) must scale the latent terms inside each weight, and to
 share code with the evaluation: the per-datapoint log weights come from
-:func:`pyro_vae.evaluate.log_weight_parts`.
+:func:`pyro_vae.infer.log_weight_parts`.
 """
 
 import math
@@ -42,11 +42,8 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_e
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
-from .evaluate import (_factorized_base, _is_sample, _per_datapoint, batch_args,
-                       batch_size_of, log_weight_parts, particle_traces)
-
-#: Objective names a recipe may choose (``train.objective``).
-OBJECTIVES = ("elbo", "mean_field", "iwae", "iwae_dreg", "free_bits")
+from .chunks import batch_args, batch_size_of
+from .traces import factorized_base, is_sample, log_weight_parts, particle_traces, per_datapoint
 
 
 class ScaleLatents(Messenger):
@@ -67,7 +64,52 @@ def _scaled(fn, factor):
     return fn if factor == 1.0 else ScaleLatents(factor)(fn)
 
 
-class ELBO:
+class Objective:
+    """The contract every training objective follows.
+
+    A subclass implements :meth:`differentiable_loss`; the registered ones (:data:`OBJECTIVES`)
+    also build themselves from a recipe's settings with :meth:`from_settings`.
+    """
+
+    def differentiable_loss(self, model, guide, x, kl_weight=1.0):
+        """The negative objective summed over the batch, nats, as a differentiable scalar.
+
+        :param model: a Pyro model following the plate contract.
+        :param guide: its guide.
+        :param x: the batch, a tensor ``(B, *event_shape)`` or a tuple of model arguments.
+        :param float kl_weight: the weight of the latent sites' log densities (``log p(z) -
+            log q(z|x)``) in model and guide; 1 for the objective itself.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def from_settings(cls, num_particles=1, free_bits=0.0):
+        """Build from a recipe's ``train.num_particles`` (and ``train.free_bits``)."""
+        return cls(num_particles)
+
+
+class PyroLoss(Objective):
+    """Any Pyro loss with ``differentiable_loss(model, guide, *args)`` (e.g.
+    :class:`~pyro.infer.Trace_ELBO`, :class:`~pyro.infer.RenyiELBO`) as an
+    :class:`Objective`: the KL weight scales the latent sites of model and guide by
+    :class:`ScaleLatents`."""
+
+    def __init__(self, loss):
+        self.loss = loss
+
+    def differentiable_loss(self, model, guide, x, kl_weight=1.0):
+        """The wrapped loss on the (KL-weighted) model and guide, nats."""
+        return self.loss.differentiable_loss(_scaled(model, kl_weight), _scaled(guide, kl_weight),
+                                             *batch_args(x))
+
+
+def as_objective(loss):
+    """``loss`` if it follows the :class:`Objective` contract, else it wrapped in
+    :class:`PyroLoss` (Pyro's own losses)."""
+    return loss if isinstance(loss, Objective) else PyroLoss(loss)
+
+
+class ELBO(Objective):
     """The ELBO by Pyro's ``Trace_ELBO`` (or ``TraceMeanField_ELBO`` with ``mean_field``),
     with ``num_particles`` vectorized particles; see the module docstring for ``kl_weight``.
 
@@ -93,7 +135,18 @@ class ELBO:
                                              *batch_args(x))
 
 
-class IWAEObjective:
+class MeanFieldELBO(ELBO):
+    """The ELBO by Pyro's ``TraceMeanField_ELBO``: analytic KL divergences where torch knows
+    them (lower-variance gradients), else Monte Carlo.
+
+    :param int num_particles: particles per datapoint (averaged).
+    """
+
+    def __init__(self, num_particles=1, max_plate_nesting=1):
+        super().__init__(num_particles, mean_field=True, max_plate_nesting=max_plate_nesting)
+
+
+class IWAEObjective(Objective):
     """The importance-weighted bound with k particles (Burda et al. 2016, arXiv:1509.00519):
     per datapoint, ``log (1/k) sum_i exp(log p(x|z_i) + w (log p(z_i) - log q(z_i|x)))``,
     summed over the batch (``w`` the KL weight, 1 for the bound itself). The particles are
@@ -141,8 +194,8 @@ class DReGIWAEObjective(IWAEObjective):
         model_trace, guide_trace, nesting = particle_traces(model, guide, x, k,
                                                             self.max_plate_nesting)
         latents = [(n, s) for n, s in guide_trace.nodes.items()
-                   if _is_sample(s) and not s["is_observed"]]
-        base = _factorized_base(latents[0][1]["fn"]) if len(latents) == 1 else None
+                   if is_sample(s) and not s["is_observed"]]
+        base = factorized_base(latents[0][1]["fn"]) if len(latents) == 1 else None
         if not isinstance(base, torch.distributions.Normal):
             raise ValueError("the DReG estimator here needs a guide with one latent site whose "
                              "distribution is a diagonal Gaussian; use objective = 'iwae'")
@@ -151,8 +204,8 @@ class DReGIWAEObjective(IWAEObjective):
         log_q = torch.distributions.Normal(base.loc.detach(), base.scale.detach()).log_prob(z)
         log_q = log_q.sum(-1).reshape(k, batch_size_of(x))
         args = ("data", k, batch_size_of(x), nesting)
-        log_lik = _per_datapoint(model_trace, "model", *args, include="observed")
-        log_prior = _per_datapoint(model_trace, "model", *args, include="latent")
+        log_lik = per_datapoint(model_trace, "model", *args, include="observed")
+        log_prior = per_datapoint(model_trace, "model", *args, include="latent")
         log_w = log_lik + kl_weight * (log_prior - log_q)
         weights = torch.softmax(log_w.detach(), dim=0)
         if z.requires_grad:  # the guide's parameters see the weights squared
@@ -162,7 +215,7 @@ class DReGIWAEObjective(IWAEObjective):
         return -(bound + surrogate - surrogate.detach()).sum()
 
 
-class FreeBitsELBO:
+class FreeBitsELBO(Objective):
     """The ELBO with free bits (Kingma et al. 2016, arXiv:1606.04934, Appendix C): the KL
     term of each latent dimension, averaged over the batch, counts as at least ``free_bits``
     nats, so the optimizer gains nothing by pushing it lower:
@@ -180,6 +233,11 @@ class FreeBitsELBO:
     :param int num_particles: particles per datapoint (averaged).
     :raises ValueError: if ``free_bits <= 0`` or ``num_particles < 1``.
     """
+
+    @classmethod
+    def from_settings(cls, num_particles=1, free_bits=0.0):
+        """Build from ``train.free_bits`` and ``train.num_particles``."""
+        return cls(free_bits, num_particles)
 
     def __init__(self, free_bits=0.5, num_particles=1, max_plate_nesting=1):
         if not free_bits > 0:
@@ -203,14 +261,14 @@ class FreeBitsELBO:
                                                             self.max_plate_nesting)
         log_lik = 0.0
         for site in model_trace.nodes.values():
-            if _is_sample(site) and site["is_observed"]:
+            if is_sample(site) and site["is_observed"]:
                 log_lik = log_lik + site["fn"].log_prob(site["value"]).sum() / k
         kls = []
         for name, site in guide_trace.nodes.items():
-            if not _is_sample(site) or site["is_observed"]:
+            if not is_sample(site) or site["is_observed"]:
                 continue
             q, p, z = site["fn"], model_trace.nodes[name]["fn"], site["value"]
-            q_base, p_base = _factorized_base(q), _factorized_base(p)
+            q_base, p_base = factorized_base(q), factorized_base(p)
             if q_base is not None and p_base is not None:
                 per_dim = (q_base.log_prob(z) - p_base.log_prob(z)).reshape(-1, z.shape[-1])
                 kls += [(kl, self.free_bits) for kl in per_dim.sum(0) / (k * batch)]
@@ -226,7 +284,7 @@ class FreeBitsELBO:
         return -(log_lik - kl_weight * batch_size_of(x) * kl)
 
 
-class SemiSupervisedELBO:
+class SemiSupervisedELBO(Objective):
     """The semi-supervised objective of M2 (Kingma et al. 2014, arXiv:1406.5298, eq. 9):
 
     .. math:: \\mathrm{loss} = -\\sum_{x \\in U} \\Big[ \\sum_y q(y|x) \\big(\\log p(x, y, z)
@@ -297,20 +355,17 @@ class SemiSupervisedELBO:
         return loss
 
 
+#: The objectives a recipe may name (``train.objective``), by name.
+OBJECTIVES = {"elbo": ELBO, "mean_field": MeanFieldELBO, "iwae": IWAEObjective,
+              "iwae_dreg": DReGIWAEObjective, "free_bits": FreeBitsELBO}
+
+
 def make_objective(name="elbo", num_particles=1, free_bits=0.0):
     """The objective a recipe names (``train.objective``).
 
-    :param str name: one of :data:`OBJECTIVES`.
+    :param str name: a key of :data:`OBJECTIVES`.
     :raises ValueError: for an unknown name or bad settings.
     """
-    if name == "elbo":
-        return ELBO(num_particles)
-    if name == "mean_field":
-        return ELBO(num_particles, mean_field=True)
-    if name == "iwae":
-        return IWAEObjective(num_particles)
-    if name == "iwae_dreg":
-        return DReGIWAEObjective(num_particles)
-    if name == "free_bits":
-        return FreeBitsELBO(free_bits, num_particles)
-    raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVES)}")
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVES)}")
+    return OBJECTIVES[name].from_settings(num_particles=num_particles, free_bits=free_bits)

@@ -1,0 +1,45 @@
+"""Inference for any Pyro model/guide pair: estimators, diagnostics and objectives.
+
+Nothing in this subpackage knows what a VAE, a run folder or the command line is. Every
+function takes a Pyro ``model`` and ``guide`` that follow the plate contract (each
+per-datapoint sample site inside one data plate; leftmost dims free for particles) and
+the data as one tensor or a tuple of model arguments, and returns per-datapoint tensors
+in nats.
+
+- :mod:`~pyro_vae.infer.traces`: per-datapoint, per-particle log densities from traces
+  (:func:`log_weights`, :func:`particle_traces`, :func:`log_weight_parts`);
+- :mod:`~pyro_vae.infer.importance`: the IWAE estimate of log p(x)
+  (:func:`log_likelihood`, :class:`LogLikelihoodResult`);
+- :mod:`~pyro_vae.infer.elbo`: the ELBO and its terms (:func:`elbo`, :func:`elbo_terms`);
+- :mod:`~pyro_vae.infer.diagnostics`: Pareto k-hat and standard errors;
+- :mod:`~pyro_vae.infer.comparison`: paired comparison (:func:`compare`);
+- :mod:`~pyro_vae.infer.latents`: KL per dimension and active units (:func:`latent_report`);
+- :mod:`~pyro_vae.infer.objectives`: training objectives behind one contract
+  (:class:`Objective`, :data:`OBJECTIVES`);
+- :mod:`~pyro_vae.infer.chunks`: data as model arguments, chunked and seeded.
+
+>>> from pyro_vae.infer import log_likelihood, log_weights, compare
+"""
+
+from .chunks import (batch_args, batch_size_of, check_data, data_fingerprint, device_of,
+                     map_chunks, rows, seeded, to_device)
+from .comparison import Comparison, compare
+from .diagnostics import FLAT_WEIGHTS_NATS, MIN_PARTICLES_KHAT, pareto_khat, standard_error
+from .elbo import elbo, elbo_terms
+from .importance import LogLikelihoodResult, default_ladder, log_likelihood
+from .latents import LatentReport, latent_report
+from .objectives import (ELBO, OBJECTIVES, DReGIWAEObjective, FreeBitsELBO, IWAEObjective,
+                         ScaleLatents, SemiSupervisedELBO, make_objective)
+from .traces import (PARTICLE_PLATE, ModelGuideMismatch, factorized_base, is_sample, latent_order,
+                     log_weight_parts, log_weights, particle_traces, per_datapoint, plate_nesting)
+
+__all__ = [
+    "Comparison", "DReGIWAEObjective", "ELBO", "FLAT_WEIGHTS_NATS", "FreeBitsELBO",
+    "IWAEObjective", "LatentReport", "LogLikelihoodResult", "MIN_PARTICLES_KHAT",
+    "ModelGuideMismatch", "OBJECTIVES", "PARTICLE_PLATE", "ScaleLatents", "SemiSupervisedELBO",
+    "batch_args", "batch_size_of", "check_data", "compare", "data_fingerprint", "default_ladder",
+    "device_of", "elbo", "elbo_terms", "factorized_base", "is_sample", "latent_order",
+    "latent_report", "log_likelihood", "log_weight_parts", "log_weights", "make_objective",
+    "map_chunks", "plate_nesting", "pareto_khat", "particle_traces", "per_datapoint", "rows",
+    "seeded", "standard_error", "to_device",
+]
