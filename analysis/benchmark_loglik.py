@@ -50,7 +50,8 @@ def plain_iwae(plain, data, k, batch_size, particle_batch):
 def worker(args):
     """Run one estimator in this process and print a JSON line."""
     from benchmark_training import PlainVAE
-    from pyro_vae.config import ModelConfig, build_vae
+    from pyro_vae.config import ModelConfig
+    from pyro_vae.registries import build_vae
     from pyro_vae.batches import prepare_eval_splits
     from pyro_vae.datasets import load_dataset
     from pyro_vae.infer import log_likelihood

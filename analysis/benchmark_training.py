@@ -43,7 +43,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyro_vae.config import ModelConfig, build_vae  # noqa: E402
+from pyro_vae.config import ModelConfig# noqa: E402
+from pyro_vae.registries import build_vae# noqa: E402
 from pyro_vae.batches import EpochBatches# noqa: E402
 from pyro_vae.datasets import load_dataset# noqa: E402
 from pyro_vae.infer.objectives import IWAEObjective  # noqa: E402

@@ -14,7 +14,8 @@ import warnings
 from pathlib import Path
 
 from . import __version__
-from .config import Config, apply_overrides, list_recipes, parse_value, resolve_recipe
+from .config import Config
+from .recipes import apply_overrides, list_recipes, parse_value, resolve_recipe
 from .distributed import SINGLE, launched_by_torchrun
 from .errors import ConfigError, PyroVAEError, RunFolderError, TrainingDiverged, TrainingWarning
 

@@ -1,6 +1,7 @@
-"""Recipes: typed configuration, TOML files, and the registries that turn names into objects.
+"""Typed configuration: what a recipe holds, checked when it is built.
 
-A recipe (``models/NAME.toml``) has a ``name`` and four tables::
+A recipe (``models/NAME.toml``, read by :mod:`pyro_vae.recipes`) has a ``name`` and four
+tables::
 
     name = "vae"
     [model]            # what the VAE is made of: see ModelConfig
@@ -10,89 +11,17 @@ A recipe (``models/NAME.toml``) has a ``name`` and four tables::
 
 Unknown keys are errors (a misspelt option is never silently ignored). A run stores the
 resolved recipe (:meth:`Config.to_dict`) in its folder and its checkpoint, so the model
-can be rebuilt without the recipe file (:func:`build_vae`).
+can be rebuilt without the recipe file (:func:`pyro_vae.registries.build_vae`).
 """
 
 import dataclasses
-import inspect
 import math
-import os
-import tomllib
-import types
 import re
+import types
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
 
 from .errors import ConfigError
-from .guides import (DeltaGuide, DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide,
-                     RadialGuide, SplineGuide)
-from .likelihoods import (BernoulliLikelihood, ContinuousBernoulliLikelihood,
-                          DiscretizedLogisticLikelihood, GaussianLikelihood)
-from .priors import (ConditionalNormalPrior, FlowPrior, MixtureOfGaussiansPrior, StandardNormalPrior,
-                     VampPrior)
 from .infer.objectives import OBJECTIVES
-from .hierarchy import BottomUpGuide, GaussianConditional, HierarchicalVAE, LadderGuide, TopPosterior
-from .nets import MLP, event_size
-from .vae import VAE
-
-#: Priors by name; each class has ``build(ctx, **options)``.
-PRIORS = {
-    "standard_normal": StandardNormalPrior,
-    "conditional_normal": ConditionalNormalPrior,
-    "mog": MixtureOfGaussiansPrior,
-    "vamp": VampPrior,
-    "flow": FlowPrior,
-}
-#: Guides by name; each class has ``build(ctx, **options)``.
-GUIDES = {
-    "diagonal_normal": DiagonalNormalGuide,
-    "delta": DeltaGuide,
-    "full_cov_normal": FullCovNormalGuide,
-    "iaf": IAFGuide,
-    "planar": PlanarGuide,
-    "radial": RadialGuide,
-    "spline": SplineGuide,
-}
-#: Inference orders of a hierarchical guide (``model.inference``).
-INFERENCE = {"bottom_up": BottomUpGuide, "ladder": LadderGuide}
-#: Likelihoods by name; each class has ``build(ctx, **options)``.
-LIKELIHOODS = {
-    "bernoulli": BernoulliLikelihood,
-    "continuous_bernoulli": ContinuousBernoulliLikelihood,
-    "gaussian": GaussianLikelihood,
-    "discretized_logistic": DiscretizedLogisticLikelihood,
-}
-
-
-@dataclass
-class BuildContext:
-    """What every component is built from (besides its own options).
-
-    :ivar tuple event_shape: shape of one datapoint.
-    :ivar int latent_dim: D.
-    :ivar list hidden: hidden sizes of the encoder; the decoder gets them reversed.
-    :ivar str activation: activation name.
-    :ivar str network: ``"mlp"`` or ``"conv"``.
-    :ivar tuple image_shape: ``(C, H, W)`` of one image (for convolutional networks).
-    :ivar guide: the guide module, once built (the VampPrior shares it).
-    :ivar int context_dim: the size of a conditional prior's context y (0: none).
-    """
-
-    event_shape: tuple
-    latent_dim: int
-    hidden: list
-    activation: str
-    network: str = "mlp"
-    image_shape: tuple = None
-    guide: object = None
-    context_dim: int = 0
-
-    @property
-    def networks(self):
-        """The keyword arguments that choose the encoder/decoder kind."""
-        return {"network": self.network, "image_shape": self.image_shape}
 
 
 @dataclass
@@ -164,7 +93,7 @@ class ModelConfig:
         :raises ConfigError: unless they are positive integers, at least one.
         """
         dims = self.latent_dim if self.hierarchical else [self.latent_dim]
-        if not dims or not all(_positive_int(d) for d in dims):
+        if not dims or not all(positive_int(d) for d in dims):
             raise ConfigError(f"model.latent_dim must be a positive integer or a non-empty list "
                               f"of them (z1 first), got {self.latent_dim!r}")
         return list(dims)
@@ -176,10 +105,10 @@ class ModelConfig:
         """
         num = len(self.latent_sizes())
         h = self.hidden
-        if all(_positive_int(v) for v in h):
+        if all(positive_int(v) for v in h):
             return [list(h) for _ in range(num)]
         if self.hierarchical and len(h) == num and all(
-                isinstance(v, list) and all(_positive_int(u) for u in v) for v in h):
+                isinstance(v, list) and all(positive_int(u) for u in v) for v in h):
             return [list(v) for v in h]
         raise ConfigError(f"model.hidden must be a list of positive integers"
                           + (f" or {num} such lists (x to z1 first)" if self.hierarchical else "")
@@ -199,7 +128,8 @@ class ModelConfig:
         return list(self.guide)
 
 
-def _positive_int(v):
+def positive_int(v):
+    """Whether ``v`` is an int (not a bool) of at least 1."""
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
 
 
@@ -401,8 +331,12 @@ class Config:
 
 #: The most particles per datapoint an evaluation accepts (the published protocol: 5000).
 MAX_PARTICLES = 100_000
+
+
 #: The most particles per datapoint a training objective accepts.
 MAX_TRAIN_PARTICLES = 10_000
+
+
 #: What a recipe name may be: it names run folders, so no path separators or leading dot.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+=,@-]{0,99}$")
 
@@ -453,319 +387,3 @@ def _sub_from_dict(cls, d, where):
             typ = typ.__args__
         kwargs[k] = _coerce(v, typ, f"{where} {k}")
     return cls(**kwargs)
-
-
-def parse_value(text):
-    """Parse a command-line override value as TOML (``10``, ``1e-3``, ``[200, 100]``,
-    ``true``), falling back to the plain string (``fashion-mnist``)."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
-
-
-def apply_overrides(config, overrides):
-    """Return a copy of ``config`` with ``{"table.key": value}`` overrides applied.
-
-    :raises ConfigError: for an unknown key or a wrongly typed value.
-    """
-    d = config.to_dict()
-    for dotted, value in overrides.items():
-        parts = dotted.split(".")
-        if len(parts) == 1 and parts[0] == "name":
-            d["name"] = value
-            continue
-        if len(parts) != 2 or parts[0] not in ("model", "data", "train", "eval"):
-            raise ConfigError(f"override {dotted!r}: expected TABLE.KEY with TABLE one of "
-                              "model, data, train, eval (e.g. train.epochs=10), or name")
-        table, key = parts
-        if key not in d[table]:
-            raise ConfigError(f"override {dotted!r}: unknown key {key!r}; valid keys of [{table}] "
-                              f"are {sorted(d[table])}")
-        d[table][key] = value
-    return Config.from_dict(d, where="overrides")
-
-
-def load_recipe(path):
-    """Read ``models/NAME.toml`` into a :class:`Config`.
-
-    :raises ConfigError: if the file is missing, is not valid TOML, or has unknown keys.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"recipe {path} is a folder; give a .toml file or a recipe name")
-    if not path.is_file():
-        raise ConfigError(f"recipe {path} not found; give a path to a .toml file or the name "
-                          f"of one in models/ ({', '.join(list_recipes()) or 'none found'})")
-    try:
-        d = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"recipe {path}: not valid TOML ({e})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"recipe {path}: not UTF-8 text (byte {e.start} is 0x{e.object[e.start]:02x}); "
-                          "TOML files are UTF-8: save it as UTF-8") from None
-    except OSError as e:
-        raise ConfigError(f"recipe {path}: cannot read it ({e.strerror})") from None
-    d.setdefault("name", path.stem)
-    return Config.from_dict(d, where=f"recipe {path}")
-
-
-def recipe_dirs():
-    """Folders searched for recipes by name: ``./models`` and the source tree's ``models/``."""
-    here = Path(__file__).resolve().parent.parent / "models"
-    return [Path("models"), here]
-
-
-def list_recipes():
-    """Names of the recipes found in :func:`recipe_dirs`."""
-    names = set()
-    for d in recipe_dirs():
-        if d.is_dir():
-            names.update(p.stem for p in d.glob("*.toml"))
-    return sorted(names)
-
-
-def resolve_recipe(name_or_path):
-    """Find a recipe given as a path or a name (``vae`` -> ``models/vae.toml``).
-
-    ``None`` means the default recipe ``vae``; if no ``vae.toml`` is found (e.g. an
-    installed package without the source tree), the built-in defaults of :class:`Config`,
-    which equal ``models/vae.toml``, are used.
-
-    :returns: a :class:`Config`.
-    :raises ConfigError: if a named recipe is not found.
-    """
-    if name_or_path is None:
-        for d in recipe_dirs():
-            if (d / "vae.toml").is_file():
-                return load_recipe(d / "vae.toml")
-        return Config()
-    p = Path(name_or_path)
-    if p.suffix == ".toml" or p.exists():
-        return load_recipe(p)
-    for d in recipe_dirs():
-        if (d / f"{name_or_path}.toml").is_file():
-            return load_recipe(d / f"{name_or_path}.toml")
-    raise ConfigError(f"no recipe named {name_or_path!r}; known recipes: {list_recipes()}")
-
-
-def _lookup(registry, name, what):
-    try:
-        return registry[name]
-    except KeyError:
-        raise ConfigError(f"unknown {what} {name!r}; choose one of {sorted(registry)}") from None
-
-
-def component_options(cls):
-    """The options (keyword arguments of ``cls.build`` after ``ctx``) and their defaults."""
-    params = list(inspect.signature(cls.build).parameters.values())[1:]
-    return {p.name: p.default for p in params}
-
-
-def build_component(registry, name, what, ctx, options):
-    """Build ``registry[name]`` with ``options``.
-
-    :raises ConfigError: for an unknown name (listing the valid ones), an option the
-        component does not take (listing the ones it does), or an invalid value.
-    """
-    cls = _lookup(registry, name, what)
-    valid = component_options(cls)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(f"{what} {name!r} does not take option(s) {unknown}; its options are "
-                          f"{sorted(valid) or 'none'} (set them in [model.{what}_options])")
-    for key, value in options.items():
-        if (key.startswith(("num_", "count_")) or isinstance(valid[key], int)) and \
-                not isinstance(valid[key], bool) and isinstance(value, float):
-            raise ConfigError(f"{what} {name!r}: option {key} must be a whole number, got {value}")
-    try:
-        return cls.build(ctx, **options)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"{what} {name!r} with options {options}: {e}") from None
-
-
-def _options_for(cls, options):
-    valid = component_options(cls)
-    return {k: v for k, v in options.items() if k in valid}
-
-
-def build_vae(model_config, event_shape, image_shape=None):
-    """Build the :class:`~pyro_vae.vae.VAE` (or, when ``latent_dim`` is a list, the
-    :class:`~pyro_vae.hierarchy.HierarchicalVAE`) a :class:`ModelConfig` describes.
-
-    The guide is built first (the VampPrior shares it), then the prior, then the
-    likelihood, whose decoder mirrors the encoder's hidden sizes.
-
-    :param ModelConfig model_config: the ``[model]`` table.
-    :param tuple event_shape: shape of one datapoint, e.g. ``(784,)``.
-    :param tuple image_shape: ``(C, H, W)`` of one image, for convolutional networks.
-    :raises ConfigError: for unknown component names or options (listing the valid
-        ones), or bad sizes.
-    """
-    m = model_config
-    dims, hidden = m.latent_sizes(), m.layer_hidden()
-    if m.inference not in INFERENCE:
-        raise ConfigError(f"unknown model.inference {m.inference!r}; choose one of "
-                          f"{sorted(INFERENCE)}")
-    ctx = BuildContext(tuple(event_shape), dims[0], hidden[0], m.activation, m.network,
-                       tuple(image_shape) if image_shape is not None else None)
-    if m.hierarchical and m.uses_labels:
-        raise ConfigError("conditional and semi-supervised models are flat VAEs: give "
-                          "model.latent_dim as one number, or leave model.conditional and "
-                          "model.semi_supervised false for a hierarchy")
-    if m.hierarchical:
-        return _build_hierarchical(m, ctx, dims, hidden)
-    if m.inference != "bottom_up" or not isinstance(m.guide, str):
-        raise ConfigError("model.inference and a list of guides apply to hierarchical VAEs: "
-                          "give model.latent_dim as a list of layer sizes, e.g. [100, 50]")
-    if m.uses_labels:
-        return _build_with_labels(m, ctx, hidden[0])
-    guide = build_component(GUIDES, m.guide, "guide", ctx, m.guide_options)
-    prior = build_component(PRIORS, m.prior, "prior", dataclasses.replace(ctx, guide=guide),
-                            m.prior_options)
-    likelihood = build_component(LIKELIHOODS, m.likelihood, "likelihood",
-                                 dataclasses.replace(ctx, hidden=hidden[0][::-1]),
-                                 m.likelihood_options)
-    return VAE(prior, guide, likelihood, event_shape=event_shape)
-
-
-#: Bytes per parameter that training holds: the weight, its gradient and Adam's two moments
-#: (float32), before activations.
-TRAINING_BYTES_PER_PARAMETER = 16
-
-
-def count_parameters(model_config, event_shape, image_shape=None):
-    """The number of parameters of the model a :class:`ModelConfig` describes, counted on
-    PyTorch's ``meta`` device (no memory is allocated, so an absurd size can be refused
-    before it exhausts the machine).
-
-    :returns: an int, or ``None`` if the model cannot be built on the meta device (some
-        components need real tensors; a bad recipe is reported by the real build).
-    """
-    try:
-        with torch.device("meta"):
-            vae = build_vae(model_config, event_shape, image_shape)
-    except Exception:  # noqa: BLE001 - see above
-        return None
-    return sum(p.numel() for p in vae.parameters())
-
-
-def physical_memory():
-    """The machine's physical memory in bytes (``None`` where the OS does not say)."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def check_model_size(model_config, event_shape, image_shape=None, memory=None):
-    """Refuse a model whose training could not fit in memory, before building it.
-
-    :param int memory: bytes available (default: :func:`physical_memory`).
-    :returns: the number of parameters (or ``None`` when it cannot be counted).
-    :raises ConfigError: when the parameters alone, with their gradients and Adam's
-        moments (:data:`TRAINING_BYTES_PER_PARAMETER` bytes each), exceed ``memory``; the
-        message gives the sizes to lower.
-    """
-    n = count_parameters(model_config, event_shape, image_shape)
-    memory = physical_memory() if memory is None else memory
-    if n is not None and memory and n * TRAINING_BYTES_PER_PARAMETER > memory:
-        m = model_config
-        raise ConfigError(
-            f"the model has {n:,} parameters: training needs at least "
-            f"{n * TRAINING_BYTES_PER_PARAMETER / 2**30:,.1f} GiB for them, their gradients "
-            f"and Adam's moments, more than this machine's {memory / 2**30:,.1f} GiB. Lower "
-            f"model.latent_dim ({m.latent_dim}) or model.hidden ({m.hidden})")
-    return n
-
-
-def check_step_memory(config, event_shape, memory=None):
-    """Refuse a training step whose activations could not fit in memory (a lower estimate:
-    the particles x batch x (input + twice the hidden sizes + latents) float32 values,
-    three times over for what autograd keeps), before the first step exhausts the machine.
-
-    :param Config config: the recipe.
-    :param int memory: bytes available (default: :func:`physical_memory`).
-    :raises ConfigError: naming ``train.num_particles`` and ``train.batch_size``.
-    """
-    t, m = config.train, config.model
-    width = event_size(event_shape) + 2 * sum(sum(h) for h in m.layer_hidden()) + \
-        4 * sum(m.latent_sizes())
-    need = 4 * 3 * t.num_particles * t.batch_size * width
-    memory = physical_memory() if memory is None else memory
-    if memory and need > memory:
-        raise ConfigError(f"a training step of train.num_particles = {t.num_particles} x "
-                          f"train.batch_size = {t.batch_size} needs at least {need / 2**30:,.1f} "
-                          f"GiB for its activations, more than this machine's "
-                          f"{memory / 2**30:,.1f} GiB; lower either")
-
-
-def _build_with_labels(m, ctx, hidden):
-    """The conditional (CVAE) and semi-supervised (M2) branch of :func:`build_vae`: the
-    guide's network reads x and the one-hot label side by side, the decoder z and the
-    label; M2 adds the classifier q(y|x)."""
-    if m.conditional and m.semi_supervised:
-        raise ConfigError("model.conditional and model.semi_supervised exclude each other: "
-                          "M2 (semi_supervised) already conditions on its label site y")
-    if not _positive_int(m.num_classes) or m.num_classes < 2:
-        raise ConfigError(f"model.num_classes must be at least 2 for a model of labels, got "
-                          f"{m.num_classes!r} (0 is resolved from the data when a run starts)")
-    if m.network != "mlp":
-        raise ConfigError("conditional and semi-supervised models use MLP networks (the label "
-                          "is read beside the flattened image); set model.network = 'mlp'")
-    if m.prior == "vamp":
-        raise ConfigError("the VampPrior mixes q(z|u) over pseudo-inputs u, which has no label "
-                          "here; choose standard_normal, conditional_normal or another prior")
-    k = int(m.num_classes)
-    guide_ctx = dataclasses.replace(ctx, event_shape=(event_size(ctx.event_shape) + k,))
-    guide = build_component(GUIDES, m.guide, "guide", guide_ctx, m.guide_options)
-    prior = build_component(PRIORS, m.prior, "prior",
-                            dataclasses.replace(ctx, guide=guide, context_dim=k), m.prior_options)
-    likelihood = build_component(LIKELIHOODS, m.likelihood, "likelihood",
-                                 dataclasses.replace(ctx, hidden=hidden[::-1],
-                                                     latent_dim=ctx.latent_dim + k),
-                                 m.likelihood_options)
-    classifier = None
-    if m.semi_supervised:
-        classifier = MLP(event_size(ctx.event_shape), list(m.classifier_hidden or hidden), k,
-                         ctx.activation)
-    return VAE(prior, guide, likelihood, event_shape=ctx.event_shape, context_dim=k,
-               num_classes=k, classifier=classifier)
-
-
-def _build_hierarchical(m, ctx, dims, hidden):
-    """The hierarchical branch of :func:`build_vae`: one flat guide per layer (the first
-    on x with ``model.network``; the others MLPs on z_{l-1}, or on the features of the
-    layer below for ladder inference), the top prior, L - 1 Gaussian conditionals and the
-    likelihood on z1."""
-    names = m.layer_guides()
-    classes = [_lookup(GUIDES, name, "guide") for name in names]
-    taken = set().union(*(component_options(cls) for cls in classes))
-    unknown = sorted(set(m.guide_options) - taken)
-    if unknown:
-        raise ConfigError(f"no layer's guide takes option(s) {unknown}; the guides {names} take "
-                          f"{sorted(taken) or 'none'} (set them in [model.guide_options])")
-    ladder = m.inference == "ladder"
-    layers = []
-    for i, (name, cls) in enumerate(zip(names, classes)):
-        if i == 0:
-            layer_ctx = ctx
-        else:
-            inputs = (layers[-1].feature_size,) if ladder else (dims[i - 1],)
-            layer_ctx = BuildContext(inputs, dims[i], hidden[i], m.activation)
-        layers.append(build_component(GUIDES, name, "guide", layer_ctx,
-                                      _options_for(cls, m.guide_options)))
-    try:
-        guide = INFERENCE[m.inference](layers)
-    except ValueError as e:
-        raise ConfigError(f"model.inference = {m.inference!r}: {e}") from None
-    prior = build_component(PRIORS, m.prior, "prior",
-                            dataclasses.replace(ctx, latent_dim=dims[-1], hidden=hidden[-1],
-                                                guide=TopPosterior(guide)),
-                            m.prior_options)
-    likelihood = build_component(LIKELIHOODS, m.likelihood, "likelihood",
-                                 dataclasses.replace(ctx, hidden=hidden[0][::-1]),
-                                 m.likelihood_options)
-    conditionals = [GaussianConditional(dims[i + 1], dims[i], hidden[i + 1][::-1], m.activation)
-                    for i in range(len(dims) - 1)]
-    return HierarchicalVAE(prior, guide, likelihood, conditionals, event_shape=ctx.event_shape)

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from . import infer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compatibility import check_compatible, with_num_classes
-from .config import build_vae, check_model_size, check_step_memory
+from .registries import build_vae, check_model_size, check_step_memory
 from .batches import EpochBatches, prepare_eval_splits
 from .datasets import data_fingerprint, keep_classes, labelled_subset, load_dataset
 from .distributed import SINGLE, rank_seed, resolve_device

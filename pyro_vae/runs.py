@@ -12,7 +12,8 @@ import torch
 
 from . import infer
 from .checkpoint import atomic_save, load_checkpoint, safe_load
-from .config import Config, build_vae
+from .config import Config
+from .registries import build_vae
 from .distributed import resolve_device
 from .errors import CheckpointError, RunFolderError
 from .files import write_text

@@ -131,7 +131,6 @@ class Trainer:
         self.epoch_count = 0
         self.stop_requested = False
         self.initial_elbo = None
-        self._found_inf = None
         self._lr_set = self.lr
         self._stop_agreed = False
         self._forward = _LossModule(self)
@@ -230,25 +229,12 @@ class Trainer:
         return value
 
     def _non_finite_gradient(self):
-        """Whether any gradient holds a NaN or an infinity: one fused pass over all
-        gradients (the kernel mixed-precision training uses), instead of a global norm."""
+        """Whether any gradient holds a NaN or an infinity: the global norm of all gradients
+        (PyTorch's public ``get_total_norm``, one foreach pass) is then not finite."""
         grads = [p.grad for p in self.parameters if p.grad is not None]
         if not grads:
             return False
-        if self._found_inf is None or self._found_inf.device != grads[0].device:
-            self._found_inf = torch.zeros(1, device=grads[0].device)
-            self._unit_scale = torch.ones(1, device=grads[0].device)
-        self._found_inf.zero_()
-        by_dtype = {}
-        for g in grads:
-            by_dtype.setdefault(g.dtype, []).append(g)
-        try:
-            for group in by_dtype.values():
-                torch._amp_foreach_non_finite_check_and_unscale_(group, self._found_inf,
-                                                                 self._unit_scale)
-        except (AttributeError, RuntimeError, NotImplementedError):  # no such kernel here
-            return not math.isfinite(torch.nn.utils.get_total_norm(grads).item())
-        return bool(self._found_inf.item())
+        return not math.isfinite(torch.nn.utils.get_total_norm(grads).item())
 
     def train_epoch(self, progress=None):
         """One pass over the training batches (or the rest of one, after a resume inside

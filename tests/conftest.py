@@ -27,7 +27,8 @@ def isolated_data_env(monkeypatch, tmp_path_factory):
 @pytest.fixture
 def small_vae():
     """A small VAE on 64-dimensional data (8x8 digits)."""
-    from pyro_vae.config import ModelConfig, build_vae
+    from pyro_vae.config import ModelConfig
+    from pyro_vae.registries import build_vae
 
     return build_vae(ModelConfig(latent_dim=3, hidden=[16]), (64,))
 

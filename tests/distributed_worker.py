@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from pyro_vae import cli, infer
-from pyro_vae.config import apply_overrides, resolve_recipe
+from pyro_vae.recipes import apply_overrides, resolve_recipe
 from pyro_vae.batches import prepare_eval_splits
 from pyro_vae.datasets import load_dataset
 from pyro_vae.distributed import init_world

@@ -37,7 +37,8 @@ def test_plain_loss_is_the_same_estimator_as_trace_elbo():
     import torch
     from pyro.infer import Trace_ELBO
 
-    from pyro_vae.config import ModelConfig, build_vae
+    from pyro_vae.config import ModelConfig
+    from pyro_vae.registries import build_vae
 
     bench = load_script("benchmark_training")
     vae = build_vae(ModelConfig(latent_dim=3, hidden=[8]), (10,))

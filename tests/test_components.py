@@ -8,7 +8,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyro_vae import config as C
+from pyro_vae import config as C, recipes, registries
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer import log_weights
 from pyro_vae.guides import DiagonalNormalGuide, FlowGuide
@@ -18,16 +18,16 @@ D, X = 2, 6  # latent size, data size
 
 
 def ctx(**kw):
-    return C.BuildContext(event_shape=(X,), latent_dim=D, hidden=[8], activation="tanh", **kw)
+    return registries.BuildContext(event_shape=(X,), latent_dim=D, hidden=[8], activation="tanh", **kw)
 
 
 def make_guide(name, **options):
-    return C.build_component(C.GUIDES, name, "guide", ctx(), options)
+    return registries.build_component(registries.GUIDES, name, "guide", ctx(), options)
 
 
 def make_prior(name, **options):
     guide = make_guide("diagonal_normal")
-    return C.build_component(C.PRIORS, name, "prior", ctx(guide=guide, context_dim=K),
+    return registries.build_component(registries.PRIORS, name, "prior", ctx(guide=guide, context_dim=K),
                              options)
 
 
@@ -48,7 +48,7 @@ def grid(lo=-7.0, hi=7.0, n=281):
     return zz, (axis[1] - axis[0]) ** 2
 
 
-@pytest.mark.parametrize("name", sorted(C.PRIORS))
+@pytest.mark.parametrize("name", sorted(registries.PRIORS))
 def test_prior_shapes_and_own_samples(name):
     prior = make_prior(name)
     p = call_prior(prior, 5)
@@ -60,7 +60,7 @@ def test_prior_shapes_and_own_samples(name):
     assert p.expand((3, 5)).log_prob(torch.randn(3, 5, D)).shape == (3, 5)
 
 
-@pytest.mark.parametrize("name", sorted(C.PRIORS))
+@pytest.mark.parametrize("name", sorted(registries.PRIORS))
 def test_prior_density_integrates_to_one(name):
     prior = make_prior(name)
     zz, area = grid()
@@ -87,7 +87,7 @@ def test_vamp_prior_with_one_pseudo_input_is_the_guide_posterior():
 
 
 def test_vamp_prior_shares_the_guide_and_learns_pseudo_inputs():
-    vae = C.build_vae(C.ModelConfig(prior="vamp", latent_dim=D, hidden=[8],
+    vae = registries.build_vae(C.ModelConfig(prior="vamp", latent_dim=D, hidden=[8],
                                     prior_options={"num_pseudo": 4}), (X,))
     params = list(vae.parameters())
     assert len(params) == len({id(p) for p in params})
@@ -99,7 +99,7 @@ def test_vamp_prior_shares_the_guide_and_learns_pseudo_inputs():
     assert ((vae.prior.pseudo_inputs > 0) & (vae.prior.pseudo_inputs < 1)).all()
 
 
-@pytest.mark.parametrize("name", sorted(C.GUIDES))
+@pytest.mark.parametrize("name", sorted(registries.GUIDES))
 def test_guide_shapes_and_own_samples(name):
     guide = make_guide(name)
     x = torch.rand(5, X)
@@ -124,7 +124,7 @@ def test_guide_density_integrates_to_one(name):
 
 
 def flow_guides():
-    return [n for n in sorted(C.GUIDES) if issubclass(C.GUIDES[n], FlowGuide)]
+    return [n for n in sorted(registries.GUIDES) if issubclass(registries.GUIDES[n], FlowGuide)]
 
 
 @pytest.mark.parametrize("name", flow_guides())
@@ -189,18 +189,18 @@ def test_full_cov_guide_is_a_proper_cholesky_gaussian():
 
 
 @pytest.mark.parametrize("prior, guide, likelihood",
-                         list(itertools.product(sorted(C.PRIORS), sorted(C.GUIDES),
-                                                sorted(C.LIKELIHOODS))))
+                         list(itertools.product(sorted(registries.PRIORS), sorted(registries.GUIDES),
+                                                sorted(registries.LIKELIHOODS))))
 def test_every_combination_builds_trains_and_evaluates(prior, guide, likelihood):
-    conditional = getattr(C.PRIORS[prior], "conditional", False)
+    conditional = getattr(registries.PRIORS[prior], "conditional", False)
     config = C.ModelConfig(prior=prior, guide=guide, likelihood=likelihood, latent_dim=D,
                            hidden=[8], prior_options={"num_pseudo": 3} if prior == "vamp" else {},
                            conditional=conditional, num_classes=K if conditional else 0)
-    if prior == "vamp" and not C.GUIDES[guide].invertible:
+    if prior == "vamp" and not registries.GUIDES[guide].invertible:
         with pytest.raises(ConfigError, match="needs the inverse of its flow.*Use a guide"):
-            C.build_vae(config, (X,))
+            registries.build_vae(config, (X,))
         return
-    vae = C.build_vae(config, (X,))
+    vae = registries.build_vae(config, (X,))
     x = torch.bernoulli(torch.full((4, X), 0.5))
     data = (x, torch.tensor([0, 1, 2, 1])) if conditional else x  # p(x | y): y given
     loss = Trace_ELBO().differentiable_loss(vae.model, vae.guide, *(data if conditional else
@@ -229,15 +229,15 @@ def test_options_reach_the_component_and_bad_ones_are_refused():
 
 def test_flow_guide_needs_a_hidden_layer():
     with pytest.raises(ConfigError, match="at least one hidden layer"):
-        C.build_vae(C.ModelConfig(guide="iaf", hidden=[], latent_dim=2), (X,))
+        registries.build_vae(C.ModelConfig(guide="iaf", hidden=[], latent_dim=2), (X,))
 
 
 def test_recipe_options_tables(tmp_path):
     p = tmp_path / "r.toml"
     p.write_text('[model]\nguide = "iaf"\n[model.guide_options]\nnum_flows = 3\n')
-    cfg = C.load_recipe(p)
+    cfg = recipes.load_recipe(p)
     assert cfg.model.guide_options == {"num_flows": 3}
-    vae = C.build_vae(cfg.model, (X,))
+    vae = registries.build_vae(cfg.model, (X,))
     assert len(vae.posterior.flows) == 3
     assert math.isfinite(float(vae.sample(2).sum()))
     pyro.clear_param_store()
@@ -279,9 +279,9 @@ def test_conv_networks_shapes_and_layout(image_shape):
 
 def test_conv_network_needs_an_image_shape():
     with pytest.raises(ConfigError, match="convolutional network needs an image shape"):
-        C.build_vae(C.ModelConfig(network="conv"), (64,))
+        registries.build_vae(C.ModelConfig(network="conv"), (64,))
     with pytest.raises(ConfigError, match="unknown network 'rnn'"):
-        C.build_vae(C.ModelConfig(network="rnn"), (64,), (1, 8, 8))
+        registries.build_vae(C.ModelConfig(network="rnn"), (64,), (1, 8, 8))
 
 
 def test_full_cov_guide_starts_diagonal():

@@ -9,7 +9,8 @@ import torch
 from pyro import poutine
 from pyro.poutine.util import site_is_subsample
 
-from pyro_vae.config import ModelConfig, build_vae
+from pyro_vae.config import ModelConfig
+from pyro_vae.registries import build_vae
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer import latent_report, log_likelihood, log_weights
 from pyro_vae.guides import MIN_SCALE, DiagonalNormalGuide

@@ -11,7 +11,8 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
 from pyro_vae import cli
-from pyro_vae.config import ModelConfig, build_vae
+from pyro_vae.config import ModelConfig
+from pyro_vae.registries import build_vae
 from pyro_vae.batches import EpochBatches
 from pyro_vae.datasets import labelled_subset
 from pyro_vae.errors import ConfigError, DataError

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pyro_vae import config as C
+from pyro_vae import config, recipes, registries
 from pyro_vae.datasets import load_dataset
 from pyro_vae.errors import ConfigError
 from pyro_vae.likelihoods import DiscretizedLogisticMixture
@@ -11,8 +11,8 @@ from pyro_vae.compatibility import check_compatible
 
 
 def make(name, event_shape=(3,), **options):
-    ctx = C.BuildContext(event_shape=event_shape, latent_dim=2, hidden=[8], activation="tanh")
-    return C.build_component(C.LIKELIHOODS, name, "likelihood", ctx, options)
+    ctx = registries.BuildContext(event_shape=event_shape, latent_dim=2, hidden=[8], activation="tanh")
+    return registries.build_component(registries.LIKELIHOODS, name, "likelihood", ctx, options)
 
 
 def per_value(p):
@@ -102,7 +102,7 @@ def test_grey_level_likelihoods_train_on_digits(tmp_path, name, options):
     from pyro_vae.runfolder import prepare_run_folder
     from pyro_vae.run import Run
 
-    cfg = C.apply_overrides(C.Config(), {
+    cfg = recipes.apply_overrides(config.Config(), {
         "model.likelihood": name, "model.likelihood_options": options, "model.hidden": [32],
         "model.latent_dim": 4, "data.binarization": "none", "train.epochs": 3,
         "train.batch_size": 100, "eval.k": 5})

@@ -9,7 +9,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from pyro_vae import plots  # noqa: E402
-from pyro_vae.config import ModelConfig, build_vae  # noqa: E402
+from pyro_vae.config import ModelConfig# noqa: E402
+from pyro_vae.registries import build_vae# noqa: E402
 from pyro_vae.infer import latent_report, log_likelihood  # noqa: E402
 
 X = torch.bernoulli(torch.full((12, 64), 0.4), generator=torch.Generator().manual_seed(0))

@@ -237,7 +237,8 @@ def test_labels_far_outside_the_classes_are_refused():
     labels[0] = 255
     data = images.ImageData("odd", digits.train, digits.validation, digits.test, (1, 8, 8), "test",
                        labels, digits.validation_labels, digits.test_labels)
-    from pyro_vae.config import Config, apply_overrides
+    from pyro_vae.config import Config
+    from pyro_vae.recipes import apply_overrides
 
     cfg = apply_overrides(Config(), {"model.conditional": True})
     with pytest.raises(ConfigError, match="labels 10, 11, .* never occur.*num_classes = 256"):

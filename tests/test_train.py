@@ -4,7 +4,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyro_vae import config as C
+from pyro_vae import config, recipes
 from pyro_vae.checkpoint import load_checkpoint
 from pyro_vae.errors import ConfigError, RunFolderError, TrainingDiverged
 from pyro_vae.runfolder import prepare_run_folder
@@ -14,8 +14,8 @@ from pyro_vae.run import Run
 
 
 def tiny_config(**train):
-    cfg = C.Config()
-    return C.apply_overrides(cfg, {"model.hidden": [16], "model.latent_dim": 4,
+    cfg = config.Config()
+    return recipes.apply_overrides(cfg, {"model.hidden": [16], "model.latent_dim": 4,
                                    "train.batch_size": 200, "train.epochs": 2,
                                    **{f"train.{k}": v for k, v in train.items()}})
 
@@ -81,7 +81,7 @@ def test_resume_is_bit_identical_on_cpu(tmp_path):
 
 
 def test_bernoulli_on_grey_levels_without_binarization(tmp_path):
-    cfg = C.apply_overrides(tiny_config(), {"data.binarization": "none"})
+    cfg = recipes.apply_overrides(tiny_config(), {"data.binarization": "none"})
     with pytest.raises(ConfigError, match="needs binary data.*binarization"):
         Run(cfg, tmp_path, device="cpu")
 

@@ -14,9 +14,10 @@ import torch
 from pyro.infer import RenyiELBO, Trace_ELBO
 
 from pyro_vae import cli
-from pyro_vae import config as C
+from pyro_vae import config, recipes
 from pyro_vae.checkpoint import load_checkpoint
-from pyro_vae.config import ModelConfig, build_vae
+from pyro_vae.config import ModelConfig
+from pyro_vae.registries import build_vae
 from pyro_vae.errors import ConfigError, TrainingDiverged
 from pyro_vae.infer import log_weights
 from pyro_vae.infer.objectives import ELBO, FreeBitsELBO, IWAEObjective, make_objective
@@ -26,7 +27,7 @@ from pyro_vae.run import Run
 
 
 def tiny_config(**train):
-    return C.apply_overrides(C.Config(), {"model.hidden": [16], "model.latent_dim": 4,
+    return recipes.apply_overrides(config.Config(), {"model.hidden": [16], "model.latent_dim": 4,
                                           "train.batch_size": 200, "train.epochs": 2,
                                           **{f"train.{k}": v for k, v in train.items()}})
 
@@ -416,7 +417,7 @@ def test_dreg_gradient_is_the_weights_squared_for_the_guide():
                                              ("free_bits", {"free_bits": 0.05}),
                                              ("mean_field", {})])
 def test_objectives_train_a_ladder_hierarchy(objective, extra, tmp_path):
-    cfg = C.apply_overrides(tiny_config(epochs=2, objective=objective, **extra),
+    cfg = recipes.apply_overrides(tiny_config(epochs=2, objective=objective, **extra),
                             {"model.latent_dim": [6, 3], "model.inference": "ladder"})
     run = Run(cfg, prepare_run_folder(tmp_path / "r"), "cpu", quiet=True)
     before = run.validation_elbo()
@@ -425,7 +426,7 @@ def test_objectives_train_a_ladder_hierarchy(objective, extra, tmp_path):
 
 def test_mean_field_with_bottom_up_hierarchy_is_refused():
     with pytest.raises(ConfigError, match="wrong when the guide samples z1 before z2"):
-        C.apply_overrides(tiny_config(objective="mean_field"), {"model.latent_dim": [6, 3]})
+        recipes.apply_overrides(tiny_config(objective="mean_field"), {"model.latent_dim": [6, 3]})
 
 
 def test_sigkill_at_a_random_point_then_resume_is_bit_identical(tmp_path):
@@ -460,7 +461,7 @@ def test_sigkill_at_a_random_point_then_resume_is_bit_identical(tmp_path):
 
 
 def test_metrics_record_reconstruction_and_kl_per_layer(tmp_path):
-    cfg = C.apply_overrides(tiny_config(epochs=1), {"model.latent_dim": [6, 3]})
+    cfg = recipes.apply_overrides(tiny_config(epochs=1), {"model.latent_dim": [6, 3]})
     run = Run(cfg, prepare_run_folder(tmp_path / "r"), "cpu", quiet=True)
     record = run.fit()[0]
     kl = record["validation_kl/z1"] + record["validation_kl/z2"]

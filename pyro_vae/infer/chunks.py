@@ -105,6 +105,12 @@ def data_fingerprint(data):
 
 
 def check_data(data, num_particles, batch_size, particle_batch):
+    """Check an estimator's data and chunk sizes before any work.
+
+    :param data: a tensor ``(N, *event_shape)`` or a tuple of tensors with one ``N``.
+    :raises ValueError: for data that is not a tensor (or tuple of them), tensors that
+        disagree on ``N``, an empty set, NaN values, or sizes that are not integers >= 1.
+    """
     if isinstance(data, (tuple, list)) and data and \
             all(isinstance(a, torch.Tensor) and a.dim() >= 1 for a in data):
         if len({a.shape[0] for a in data}) > 1:

@@ -45,5 +45,7 @@ def pareto_khat(log_w):
 
 
 def standard_error(values):
+    """The standard error of the mean of ``values`` ``(N,)``: ``std / sqrt(N)`` (0 for
+    ``N = 1``), as a float in the values' units."""
     n = values.shape[0]
     return float(values.double().std() / math.sqrt(n)) if n > 1 else 0.0

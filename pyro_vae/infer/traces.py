@@ -161,5 +161,6 @@ def factorized_base(fn):
 
 
 def latent_order(trace):
+    """The names of a trace's latent (sampled, not observed) sites, in the order drawn."""
     return [name for name, site in trace.nodes.items()
             if is_sample(site) and not site["is_observed"]]
