@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from .errors import ConfigError, PyroVAEError
 
 
 @dataclass
@@ -195,3 +195,29 @@ def chunk_seed(seed, index):
     """The seed of datapoint chunk ``index`` of an evaluation seeded with ``seed``: the
     same chunk gets the same draws whichever rank evaluates it."""
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def lock_on_main(world, fn):
+    """``fn()`` (which takes a run lock) on rank 0: the lock there, ``None`` on the other
+    ranks; an error on rank 0 is raised on every rank."""
+    held = []
+    on_main(world, lambda: held.append(fn()))
+    return held[0] if held else None
+
+
+def on_main(world, fn):
+    """``fn()`` on rank 0, its result (or its error, re-raised) on every rank."""
+    result, error = None, None
+    if world.is_main:
+        try:
+            result = fn()
+        except PyroVAEError as e:
+            error = e
+    if world.distributed:
+        result, message = world.broadcast((result, None if error is None else
+                                           (type(error).__name__, str(error))))
+        if message is not None and error is None:
+            error = (ConfigError if message[0] == "ConfigError" else PyroVAEError)(message[1])
+    if error is not None:
+        raise error
+    return result

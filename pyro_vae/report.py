@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .files import write_text
+from .tables import fmt
 
 _CHECK_SCRIPT = """<script>
 window.addEventListener('load', function () {
@@ -32,10 +33,6 @@ window.addEventListener('load', function () {
   document.body.setAttribute('data-figures', ok + '/' + imgs.length);
 });
 </script>"""
-
-
-def _fmt(value, digits=3):
-    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _load(run, k, seed):
@@ -139,14 +136,14 @@ def _run_rows(r):
                          + (f", stopped by {s['stopped']}" if s.get("stopped") not in
                             (None, "epochs") else "")),
             (f"log p(x), IWAE k={r['result'].num_particles}",
-             f"{_fmt(r['result'].mean)} +- {_fmt(r['result'].se)} nats"),
-            ("ELBO", f"{_fmt(float(r['result'].elbo.double().mean()))} nats"),
-            ("bits/dim", _fmt(r["result"].bits_per_dim, 4)),
+             f"{fmt(r['result'].mean)} +- {fmt(r['result'].se)} nats"),
+            ("ELBO", f"{fmt(float(r['result'].elbo.double().mean()))} nats"),
+            ("bits/dim", fmt(r["result"].bits_per_dim, 4)),
             ("k-hat > 0.7", "not fitted (k < 25)" if r["result"].khat_above_07 is None else
              f"{100 * r['result'].khat_above_07:.1f}% of test points")]
     for site, n in s.get("active_units", {}).items():
         rows.append((f"active units {site}", f"{n} of {s['latent_dims'][site]}, KL "
-                                             f"{_fmt(s['kl'][site])} nats"))
+                                             f"{fmt(s['kl'][site])} nats"))
     return rows
 
 
@@ -204,8 +201,8 @@ def build_report(run_dirs, out_dir, k=None, seed=0, device="cpu"):
             if r is not runs[0] and r["result"].fingerprint == runs[0]["result"].fingerprint:
                 c = compare(r["result"], runs[0]["result"], r["name"], runs[0]["name"])
                 diff = f"{c.difference:+.3f} +- {c.se:.3f}"
-            rows.append((r["name"], f"{_fmt(r['result'].mean)} +- {_fmt(r['result'].se)}",
-                         _fmt(float(r["result"].elbo.double().mean())), diff))
+            rows.append((r["name"], f"{fmt(r['result'].mean)} +- {fmt(r['result'].se)}",
+                         fmt(float(r["result"].elbo.double().mean())), diff))
         table(rows, ["run", "log p(x) (nats)", "ELBO", f"paired difference vs {runs[0]['name']}"])
         figure("all/comparison", "paired differences in test log-likelihood (+- 2 SE)")
         figure("all/bound", "IWAE bound against k")

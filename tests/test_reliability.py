@@ -480,7 +480,9 @@ def test_evaluate_holds_the_lock_too(run, capsys):
 
 def test_two_runs_started_in_one_second_get_their_own_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.time, "strftime", lambda fmt: "20261130-120000")
+    import pyro_vae.train_command as TC
+
+    monkeypatch.setattr(TC.time, "strftime", lambda fmt: "20261130-120000")
     argv = ["train", *TINY, "--epochs", "1"]
     assert cli.main(argv) == 0 and cli.main(argv) == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == \

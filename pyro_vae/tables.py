@@ -1,0 +1,59 @@
+"""Plain-text tables of evaluation results, shared by the command line and the reports.
+"""
+
+
+
+def fmt(value, digits=3):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def evaluation_rows(summary):
+    """Rows ``(label, text)`` describing one evaluation summary (see ``eval.json``)."""
+    rows = [(f"log p(x), IWAE k={summary['k']}",
+             f"{fmt(summary['test_log_likelihood'])} +- {fmt(summary['test_log_likelihood_se'])}")]
+    for k, value in summary["ladder"].items():
+        if int(k) != summary["k"]:
+            rows.append((f"  bound at k={k}", f"{fmt(value)} +- {fmt(summary['ladder_se'][k])}"))
+    rows += [
+        ("ELBO", f"{fmt(summary['test_elbo'])} +- {fmt(summary['test_elbo_se'])}"),
+        ("bits/dim", fmt(summary["bits_per_dim"], 4)),
+        ("k-hat > 0.7", "not fitted (k < 25)" if summary["khat_above_0.7"] is None else
+         f"{100 * summary['khat_above_0.7']:.1f}% of points "
+         f"(median k-hat {fmt(summary['khat_median'], 2)})"),
+        ("ESS mean / min", f"{summary['ess_mean']:.1f} / {summary['ess_min']:.1f} of {summary['k']}"),
+    ]
+    for site, n in summary.get("active_units", {}).items():
+        rows.append((f"active units {site}", f"{n} of {summary['latent_dims'][site]}"))
+    for site, kl in summary.get("kl", {}).items():
+        rows.append((f"KL(q||p) {site}", f"{fmt(kl)}"))
+    return rows
+
+
+def print_table(header, columns):
+    """Print rows ``label | col1 | col2 ...`` aligned; ``columns`` is a list of row lists."""
+    labels = [label for label, _ in columns[0]]
+    cells = [[text for _, text in col] for col in columns]
+    width0 = max(len(x) for x in labels + [""])
+    widths = [max(len(x) for x in col + [h]) for col, h in zip(cells, header)]
+    print("  ".join([" " * width0] + [h.rjust(w) for h, w in zip(header, widths)]))
+    for i, label in enumerate(labels):
+        print("  ".join([label.ljust(width0)] + [col[i].rjust(w) for col, w in zip(cells, widths)]))
+
+
+def print_summary(summary):
+    print(f"run folder:      {summary['run']}")
+    print(f"epochs:          {summary['epochs']} ({summary['steps']} steps)")
+    reasons = {"early_stopping": "early stopping (no better validation ELBO for "
+                                 "train.patience epochs)",
+               "max_minutes": "the wall-time limit train.max_minutes"}
+    if summary.get("stopped") in reasons:
+        print(f"stopped by:      {reasons[summary['stopped']]}")
+    if summary.get("evaluated_epoch") not in (None, summary["epochs"]):
+        print(f"evaluated:       the best validation epoch, {summary['evaluated_epoch']} (best.pt)")
+    if "validation_elbo" in summary:
+        print(f"validation ELBO: {summary['validation_elbo']:.3f} nats")
+    if "test_accuracy" in summary:
+        print(f"classifier:      {100 * summary['test_accuracy']:.2f}% test accuracy of q(y|x) "
+              f"({summary['num_labelled']} labelled training images)")
+    print(f"test set:        {summary['num_test']} images; all values in nats per image")
+    print_table(["test"], [evaluation_rows(summary)])
