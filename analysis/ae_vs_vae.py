@@ -42,6 +42,8 @@ from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.neighbors import NearestNeighbors  # noqa: E402
 
 from pyro_vae import cli, plots  # noqa: E402
+
+from pyro_vae import latent_plots
 from pyro_vae.batches import prepare_eval_splits# noqa: E402
 from pyro_vae.datasets import load_dataset# noqa: E402
 from pyro_vae.infer import seeded  # noqa: E402
@@ -89,7 +91,7 @@ def main(argv=None):
         image_shape = tuple(state["image_shape"])
         with torch.no_grad(), seeded(0):
             if getattr(vae.posterior, "point_mass", False):
-                codes = plots.latent_point(vae, test).numpy()
+                codes = latent_plots.latent_point(vae, test).numpy()
             else:
                 codes = vae.posterior(test).sample().numpy()
             draws = vae.prior(args.num_codes).sample().numpy()

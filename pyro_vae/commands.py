@@ -64,7 +64,8 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
 def cmd_evaluate(args):
     """``pyro-vae evaluate RUN --k 5000``: table on stdout, numbers into ``RUN/eval.json``."""
     from .files import remove_temporary_files
-    from .runfolder import RunLock, check_run_argument
+    from .lock import RunLock
+    from .runfolder import check_run_argument
     from .runs import read_eval_json, update_eval_json
 
     world = args.world

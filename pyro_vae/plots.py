@@ -1,6 +1,6 @@
-"""Figures: image grids of samples and reconstructions, latent traversals and
-interpolations, training curves, KL per dimension, and the log-likelihood bound's
-behaviour (against k, k-hat) and model comparisons.
+"""Figures: image grids of samples and reconstructions, training curves, and the
+log-likelihood bound's behaviour (against k, k-hat) and model comparisons (latent-space
+figures are in :mod:`pyro_vae.latent_plots`).
 
 Every function takes ``ax=None`` (a new figure when omitted), draws, and returns the axes;
 the caller decides where files go (:func:`save_figure`). The matplotlib backend is left to
@@ -14,9 +14,11 @@ import torch
 from torchvision.utils import make_grid
 
 from .files import atomic_write
+from .infer.chunks import seeded
 
 
-def _axes(ax, figsize):
+def new_axes(ax, figsize):
+    """``ax``, or the axes of a new figure of ``figsize`` when ``ax`` is ``None``."""
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -43,7 +45,7 @@ def plot_images(images, image_shape, nrow=None, ax=None, title=None):
     images = images.reshape(n, c, h, w).clamp(0, 1)
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
     grid = make_grid(images, nrow=nrow, padding=1, pad_value=0.5)
-    ax = _axes(ax, (6, 6 * grid.shape[1] / grid.shape[2]))
+    ax = new_axes(ax, (6, 6 * grid.shape[1] / grid.shape[2]))
     ax.imshow(grid.permute(1, 2, 0).numpy() if c == 3 else grid[0].numpy(),
               cmap=None if c == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_axis_off()
@@ -66,9 +68,9 @@ def plot_samples(vae, image_shape, num_samples=36, temperatures=(0.6, 0.8, 1.0),
         _, axes = plt.subplots(1, len(temperatures), figsize=(4.5 * len(temperatures), 4.9),
                                squeeze=False)
         axes = list(axes[0])
+    device = next(vae.parameters()).device
     for ax, t in zip(axes, temperatures):
-        torch.manual_seed(0)
-        with torch.no_grad():
+        with torch.no_grad(), seeded(0, device):  # the caller's RNG is left as it was
             images = vae.sample(num_samples, temperature=t)
         plot_images(images, image_shape, ax=ax, title=f"temperature {t}")
     return axes
@@ -132,7 +134,7 @@ def plot_curves(metrics, ax=None, keys=("train_elbo", "validation_elbo")):
     :param keys: which metrics to draw (ELBOs in nats per datapoint).
     :returns: the axes.
     """
-    ax = _axes(ax, (6, 4))
+    ax = new_axes(ax, (6, 4))
     for key in keys:
         points = [(m["epoch"], m[key]) for m in metrics if m.get(key) is not None]
         if points:
@@ -147,132 +149,6 @@ def plot_curves(metrics, ax=None, keys=("train_elbo", "validation_elbo")):
     ax.grid(alpha=0.3)
     ax.legend()
     return ax
-
-
-# --------------------------------------------------------------------------------------
-# Latent space
-
-
-def latent_point(vae, x):
-    """The point estimate of the latent next to the data for a batch ``x``: the guide's
-    mean of ``z`` (flat VAE) or of ``z1`` (hierarchical, given the point estimates above
-    it), shape ``(B, D)``."""
-    from .vae import point_estimate
-
-    if hasattr(vae, "encode"):
-        return vae.encode(x)["z1"]
-    return point_estimate(vae.posterior(x))
-
-
-def plot_traversal(vae, x, image_shape, dims=None, steps=9, span=3.0, ax=None):
-    """Latent traversals: from the point estimate of one input, each row sets one latent
-    dimension to values evenly spaced in ``[-span, span]`` (prior standard deviations for
-    a standard-normal prior) and decodes (the likelihood's mean).
-
-    :param torch.Tensor x: one datapoint, ``(D_x,)`` or ``(1, D_x)``.
-    :param dims: latent dimensions to traverse (default: the first 8).
-    :returns: the axes.
-    """
-    x = x.reshape(1, -1) if x.dim() == 1 else x[:1]
-    with torch.no_grad():
-        z = latent_point(vae, x)[0]
-        dims = list(range(min(8, z.shape[-1]))) if dims is None else list(dims)
-        values = torch.linspace(-span, span, steps, device=z.device)
-        grid = z.repeat(len(dims) * steps, 1)
-        for row, d in enumerate(dims):
-            grid[row * steps:(row + 1) * steps, d] = values
-        images = vae.likelihood(grid).mean
-    return plot_images(images, image_shape, nrow=steps, ax=ax,
-                       title=f"traversals: rows are latent dims {dims}, from {-span} to {span}")
-
-
-def plot_interpolation(vae, x_a, x_b, image_shape, steps=10, ax=None):
-    """Decoded linear interpolations between the latent point estimates of pairs of inputs.
-
-    :param torch.Tensor x_a: ``(P, D_x)`` first inputs; ``x_b`` the second, same shape.
-    :returns: the axes (one row per pair, the inputs' reconstructions at the ends).
-    :raises ValueError: for inputs of different shapes.
-    """
-    if x_a.shape != x_b.shape:
-        raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and "
-                         f"{tuple(x_b.shape)}")
-    with torch.no_grad():
-        z_a, z_b = latent_point(vae, x_a), latent_point(vae, x_b)
-        t = torch.linspace(0, 1, steps, device=z_a.device).reshape(1, steps, 1)
-        z = (1 - t) * z_a.unsqueeze(1) + t * z_b.unsqueeze(1)  # (P, steps, D)
-        images = vae.likelihood(z.reshape(-1, z.shape[-1])).mean
-    return plot_images(images, image_shape, nrow=steps, ax=ax,
-                       title="interpolations in latent space (one pair per row)")
-
-
-def plot_embedding(vae, x, labels=None, method="pca", batch_size=500, ax=None, seed=0):
-    """A 2-D embedding of the latent point estimates of ``x``, coloured by label.
-
-    :param torch.Tensor x: ``(N, D_x)`` inputs.
-    :param labels: ``(N,)`` integer labels (or ``None``: one colour).
-    :param str method: ``"pca"`` (scikit-learn's PCA) or ``"tsne"`` (scikit-learn's t-SNE,
-        van der Maaten & Hinton 2008); with a 2-D latent the latent itself is drawn.
-    :returns: the axes.
-    :raises ValueError: for an unknown method or labels of the wrong length.
-    """
-    if method not in ("pca", "tsne"):
-        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}")
-    if labels is not None and len(labels) != x.shape[0]:
-        raise ValueError(f"{len(labels)} labels for {x.shape[0]} inputs")
-    with torch.no_grad():
-        z = torch.cat([latent_point(vae, x[i:i + batch_size])
-                       for i in range(0, x.shape[0], batch_size)]).cpu().double().numpy()
-    if z.shape[1] == 2:
-        xy, how = z, "latent"
-    elif method == "pca":
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=2, random_state=seed).fit(z)
-        xy = pca.transform(z)
-        how = f"PCA ({100 * pca.explained_variance_ratio_.sum():.0f}% of the variance)"
-    else:
-        from sklearn.manifold import TSNE
-
-        xy, how = TSNE(n_components=2, random_state=seed, init="pca").fit_transform(z), "t-SNE"
-    ax = _axes(ax, (6, 5.5))
-    if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=4)
-    else:
-        labels = torch.as_tensor(labels).cpu().numpy()
-        for value in sorted(set(labels.tolist())):
-            keep = labels == value
-            ax.scatter(xy[keep, 0], xy[keep, 1], s=4, label=str(value))
-        ax.legend(markerscale=3, fontsize="small", title="label", loc="best")
-    ax.set_title(f"latent means of {x.shape[0]} inputs, {how}")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return ax
-
-
-def plot_kl_per_dim(report, ax=None):
-    """KL(q || p) of each latent dimension, sorted, per site, from a
-    :class:`~pyro_vae.infer.LatentReport`, with the number of active units: a picture
-    of posterior collapse.
-
-    :returns: the axes.
-    """
-    ax = _axes(ax, (6, 3.5))
-    for site, kl in report.kl_per_dim.items():
-        if kl is None:
-            continue
-        values = torch.as_tensor(kl).sort(descending=True).values.cpu()
-        ax.plot(range(1, len(values) + 1), values.numpy(), marker=".",
-                label=f"{site}: {report.active_units[site]} of {len(values)} active")
-    ax.set_xlabel("latent dimension (sorted by KL)")
-    ax.set_ylabel("KL(q || p) (nats)")
-    ax.set_yscale("symlog", linthresh=0.01)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return ax
-
-
-# --------------------------------------------------------------------------------------
-# Log-likelihood estimates
 
 
 def _as_list(results, labels):
@@ -292,7 +168,7 @@ def plot_bound_vs_k(results, labels=None, ax=None):
     :raises ValueError: if the labels do not match the results.
     """
     results, labels = _as_list(results, labels)
-    ax = _axes(ax, (6, 4))
+    ax = new_axes(ax, (6, 4))
     for result, label in zip(results, labels):
         ks = sorted(int(k) for k in result.ladder)
         means = [float(result.ladder[k].double().mean()) for k in ks]
@@ -314,7 +190,7 @@ def plot_khat(results, labels=None, ax=None):
     :returns: the axes.
     """
     results, labels = _as_list(results, labels)
-    ax = _axes(ax, (6, 3.5))
+    ax = new_axes(ax, (6, 3.5))
     unfitted = []
     for result, label in zip(results, labels):
         khat = result.khat[~torch.isnan(result.khat)].cpu().numpy()
@@ -344,7 +220,7 @@ def plot_comparison(results, labels, baseline=0, ax=None):
     from .infer import compare
 
     results, labels = _as_list(results, labels)
-    ax = _axes(ax, (6, 0.6 * len(results) + 1.5))
+    ax = new_axes(ax, (6, 0.6 * len(results) + 1.5))
     rows = [(label, compare(r, results[baseline], label, labels[baseline]))
             for i, (r, label) in enumerate(zip(results, labels)) if i != baseline]
     y = range(len(rows))
@@ -370,7 +246,7 @@ def plot_kl_curves(metrics, ax=None):
     if not sites:
         raise ValueError("these metrics record no validation_kl/<site> terms (runs made "
                          "before they were recorded)")
-    ax = _axes(ax, (6, 4))
+    ax = new_axes(ax, (6, 4))
     for site in sites:
         points = [(m["epoch"], m[f"validation_kl/{site}"]) for m in metrics
                   if f"validation_kl/{site}" in m]

@@ -21,19 +21,19 @@ import torch
 from tqdm.auto import tqdm
 
 from . import infer
+from .batches import EpochBatches, prepare_eval_splits
 from .checkpoint import load_checkpoint, save_checkpoint
 from .compatibility import check_compatible, with_num_classes
-from .registries import build_vae, check_model_size, check_step_memory
-from .batches import EpochBatches, prepare_eval_splits
 from .datasets import data_fingerprint, keep_classes, labelled_subset, load_dataset
 from .distributed import SINGLE, rank_seed, resolve_device
 from .errors import CheckpointError, ConfigError, RunFolderError, TrainingDiverged, TrainingWarning
 from .files import write_text
 from .infer.objectives import SemiSupervisedELBO, make_objective
+from .registries import build_vae, check_model_size, check_step_memory
 from .runs import (best_state, check_recorded_config, evaluate_run, load_weights, read_metrics,
                    save_result, update_eval_json, write_figures, write_json)
-from .trainer import (Trainer, compile_networks, diverging, eager, seed_everything,
-                      sigint_requests_stop)
+from .signals import sigint_requests_stop
+from .trainer import Trainer, compile_networks, diverging, eager, seed_everything
 
 
 class Run:

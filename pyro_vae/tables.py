@@ -4,6 +4,7 @@
 
 
 def fmt(value, digits=3):
+    """``value`` with ``digits`` decimals, or ``-`` for ``None``."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -41,6 +42,7 @@ def print_table(header, columns):
 
 
 def print_summary(summary):
+    """Print the end-of-training summary of ``pyro-vae train`` (a dict as in ``eval.json``)."""
     print(f"run folder:      {summary['run']}")
     print(f"epochs:          {summary['epochs']} ({summary['steps']} steps)")
     reasons = {"early_stopping": "early stopping (no better validation ELBO for "

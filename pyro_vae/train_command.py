@@ -37,9 +37,10 @@ def cmd_train(args):
     """``pyro-vae train``: a new run, or ``--resume RUN``; under torchrun, data-parallel
     over the ranks (rank 0 writes the run folder and holds its lock)."""
     from .checkpoint import load_checkpoint
+    from .lock import note_stale
     from .run import Run
     from .runfolder import (check_run_argument, check_run_folder, create_run_folder,
-                            create_unique_run_folder, note_stale, open_run_folder)
+                            create_unique_run_folder, open_run_folder)
 
     world = args.world
     if args.resume:

@@ -9,6 +9,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from pyro_vae import plots  # noqa: E402
+
+from pyro_vae import latent_plots
 from pyro_vae.config import ModelConfig# noqa: E402
 from pyro_vae.registries import build_vae# noqa: E402
 from pyro_vae.infer import latent_report, log_likelihood  # noqa: E402
@@ -31,10 +33,10 @@ def test_traversal_changes_only_the_traversed_dimension(vae, monkeypatch):
         return original(z)
 
     monkeypatch.setattr(vae.likelihood, "forward", spy)
-    ax = plots.plot_traversal(vae, X[0], (1, 8, 8), dims=[0, 2], steps=5, span=2.0)
+    ax = latent_plots.plot_traversal(vae, X[0], (1, 8, 8), dims=[0, 2], steps=5, span=2.0)
     z = decoded[-1]
     assert z.shape[0] == 10 and len(ax.images) == 1
-    base = plots.latent_point(vae, X[:1])[0]
+    base = latent_plots.latent_point(vae, X[:1])[0]
     assert torch.allclose(z[:5, 0], torch.linspace(-2, 2, 5))
     assert torch.allclose(z[:5, 1:], base[1:].expand(5, -1))
     assert torch.allclose(z[5:, 2], torch.linspace(-2, 2, 5))
@@ -45,12 +47,12 @@ def test_interpolation_ends_at_the_inputs_latents(vae, monkeypatch):
     decoded = []
     original = vae.likelihood.forward
     monkeypatch.setattr(vae.likelihood, "forward", lambda z: decoded.append(z) or original(z))
-    plots.plot_interpolation(vae, X[:2], X[2:4], (1, 8, 8), steps=4)
+    latent_plots.plot_interpolation(vae, X[:2], X[2:4], (1, 8, 8), steps=4)
     z = decoded[-1].reshape(2, 4, -1)
-    assert torch.allclose(z[:, 0], plots.latent_point(vae, X[:2]), atol=1e-6)
-    assert torch.allclose(z[:, -1], plots.latent_point(vae, X[2:4]), atol=1e-6)
+    assert torch.allclose(z[:, 0], latent_plots.latent_point(vae, X[:2]), atol=1e-6)
+    assert torch.allclose(z[:, -1], latent_plots.latent_point(vae, X[2:4]), atol=1e-6)
     with pytest.raises(ValueError, match="same shape"):
-        plots.plot_interpolation(vae, X[:2], X[:3], (1, 8, 8))
+        latent_plots.plot_interpolation(vae, X[:2], X[:3], (1, 8, 8))
     plt.close("all")
 
 
@@ -69,21 +71,21 @@ def test_estimate_figures(vae):
     with pytest.raises(ValueError, match="labels"):
         plots.plot_bound_vs_k([a, b], ["one"])
     report = latent_report(vae.model, vae.guide, X)
-    ax = plots.plot_kl_per_dim(report)
+    ax = latent_plots.plot_kl_per_dim(report)
     assert len(ax.lines) == len(report.kl_per_dim)
     plt.close("all")
 
 
 def test_embedding_coloured_by_label(vae):
     labels = torch.arange(12) % 3
-    ax = plots.plot_embedding(vae, X, labels)
+    ax = latent_plots.plot_embedding(vae, X, labels)
     assert len(ax.collections) == 3  # one scatter per label
     assert sum(len(c.get_offsets()) for c in ax.collections) == 12
     assert "PCA" in ax.get_title()
     with pytest.raises(ValueError, match="11 labels for 12"):
-        plots.plot_embedding(vae, X, labels[:11])
+        latent_plots.plot_embedding(vae, X, labels[:11])
     with pytest.raises(ValueError, match="method"):
-        plots.plot_embedding(vae, X, method="umap")
+        latent_plots.plot_embedding(vae, X, method="umap")
     plt.close("all")
 
 
@@ -128,3 +130,11 @@ def test_curves_mark_the_warmup():
     ax = plots.plot_curves([{**m, "kl_weight": 1.0} for m in metrics])
     assert not any("warm-up" in t.get_text() for t in ax.get_legend().get_texts())
     plt.close("all")
+
+
+def test_plot_samples_leaves_the_global_rng_alone(small_vae):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    plots.plot_samples(small_vae, (1, 8, 8), num_samples=4, temperatures=(1.0,))
+    assert torch.equal(torch.rand(3), expected)

@@ -15,7 +15,8 @@ from pyro_vae import cli
 from pyro_vae import datasets, idx, images
 from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
 from pyro_vae.errors import ConfigError, DataError
-from pyro_vae.runfolder import LOCK, MARKER, RunLock
+from pyro_vae.lock import LOCK, RunLock
+from pyro_vae.runfolder import MARKER
 from pyro_vae.compatibility import with_num_classes
 from pyro_vae.trainer import diverging
 
