@@ -17,7 +17,7 @@ The numbers written beside the figure (``ae_vs_vae.json``):
   far above 1 when they fall in holes;
 - ``code_norm`` / ``prior_norm``: the median Euclidean norm of the codes and of the draws;
 - the test log-likelihood (IWAE bound, ``--k``) of each run (for autoencoders with the
-  Gaussian evaluation proposal of :class:`pyro_vae.guides.DeltaGuide`).
+  explicit Gaussian evaluation proposal :class:`pyro_vae.distributions.GaussianProposal`).
 
 Usage::
 

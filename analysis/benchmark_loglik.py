@@ -1,7 +1,7 @@
 """Log-likelihood estimation speed and memory: the project's estimator against plain PyTorch.
 
 The project's :func:`pyro_vae.infer.log_likelihood` reads the log weights off Pyro
-traces (with the ladder, ESS and arviz's k-hat on top); the plain estimator is a
+traces (with the k-sweep, ESS and arviz's k-hat on top); the plain estimator is a
 vectorized IWAE written for the baseline network alone (784-400-50, softplus, Bernoulli),
 with the same weights, the same k and the same chunking (datapoints x particles). Each
 estimate runs in its own process, alternating project / plain, so that peak memory
@@ -70,12 +70,12 @@ def worker(args):
     vae.eval()
     plain = PlainVAE.from_vae(vae)
     # warm-up on a small piece, outside the timer
-    log_likelihood(vae.model, vae.guide, test[:2], num_particles=50)
+    log_likelihood(vae.model, vae.proposal(), test[:2], num_particles=50)
     plain_iwae(plain, test[:2], 50, 2, 50)
     baseline = _peak_rss_mb()
     start = time.perf_counter()
     if args.worker == "project":
-        estimate = log_likelihood(vae.model, vae.guide, test, num_particles=args.k,
+        estimate = log_likelihood(vae.model, vae.proposal(), test, num_particles=args.k,
                                   batch_size=args.batch_size,
                                   particle_batch=args.particle_batch).log_likelihood
     else:

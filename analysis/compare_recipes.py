@@ -9,7 +9,12 @@ interrupted experiment continues where it stopped.
 Usage::
 
     python analysis/compare_recipes.py vae vae_iaf vae_vamp --data fashion-mnist \\
-        --epochs 50 --k 1000 --out runs/budget50 --results analysis/RESULTS.md
+        --epochs 50 --k 1000 --out runs/budget50 --results analysis/compare_recipes.md
+
+The table is printed and, with ``--results FILE.md``, written to ``FILE.md`` with its rows
+as JSON in ``FILE.json``. An existing file is never replaced unless ``--overwrite`` is
+given (checked before any training): ``analysis/RESULTS.md`` is written by hand, and a
+generated table is copied into it, not written over it.
 """
 
 import argparse
@@ -45,6 +50,26 @@ def run_recipe(recipe, args):
     return out
 
 
+def results_files(results):
+    """The files ``--results`` names: the Markdown table and the JSON rows beside it."""
+    return [Path(results), Path(results).with_suffix(".json")]
+
+
+def check_results_files(args):
+    """Refuse (``SystemExit``) to replace an existing results file without ``--overwrite``,
+    or to write into a folder that does not exist."""
+    if not args.results:
+        return
+    for path in results_files(args.results):
+        if path.exists() and not args.overwrite:
+            raise SystemExit(f"{path} exists; pass --overwrite to replace it or choose another "
+                             "--results (analysis/RESULTS.md is written by hand: copy the "
+                             "table into it)")
+        if not path.parent.is_dir():
+            raise SystemExit(f"folder {path.parent} does not exist; create it or choose another "
+                             "--results")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipes", nargs="+", help="recipe names; the first is the baseline")
@@ -54,11 +79,15 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=1000)
     parser.add_argument("--particle-batch", type=int, help="particles per evaluation chunk")
     parser.add_argument("--out", default="runs/compare", help="folder holding one run per recipe")
-    parser.add_argument("--results", help="write the table (Markdown) to this file")
+    parser.add_argument("--results", help="write the table (Markdown) to this file and its "
+                        "rows (JSON) beside it, e.g. analysis/compare_recipes.md")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the --results files if they exist")
     parser.add_argument("--set", dest="extra", action="append", default=[],
                         help="extra --set TABLE.KEY=VALUE for every training run")
     args = parser.parse_args(argv)
     args.extra = [item for pair in (("--set", s) for s in args.extra) for item in pair]
+    check_results_files(args)
 
     start = time.time()
     runs = {recipe: run_recipe(recipe, args) for recipe in args.recipes}
@@ -101,8 +130,10 @@ def main(argv=None):
     print(table)
     print(f"({time.time() - start:.0f} s)")
     if args.results:
-        Path(args.results).write_text(table + "\n")
-        Path(args.results).with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
+        check_results_files(args)  # again: a file may have appeared while training
+        md_path, json_path = results_files(args.results)
+        md_path.write_text(table + "\n")
+        json_path.write_text(json.dumps(rows, indent=2) + "\n")
     return rows
 
 

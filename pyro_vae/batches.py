@@ -29,6 +29,14 @@ def binarize(x, seed=None, generator=None):
     :param int seed: seed of a fresh generator (ignored when ``generator`` is given).
     :param torch.Generator generator: a generator to draw from (its state advances).
     :returns: a float tensor of 0s and 1s, the shape of ``x``.
+
+    Example (pixels at 0 and 1 stay as they are; one seed, one draw)::
+
+        >>> x = torch.tensor([[0.0, 1.0, 0.5, 0.5]])
+        >>> binarize(x, seed=0)[0, :2]
+        tensor([0., 1.])
+        >>> torch.equal(binarize(x, seed=3), binarize(x, seed=3))
+        True
     """
     if generator is None:
         generator = torch.Generator(device=x.device)
@@ -62,10 +70,10 @@ class EpochBatches:
     """Minibatches of the training set, shuffled and (optionally) binarized each epoch.
 
     With ``"dynamic"`` binarization every epoch draws fresh binary images; with
-    ``"static"`` the training set is binarized once (seed 0 of the data generator) and only
-    shuffled; with ``"none"`` images are used as they are. All randomness comes from one
-    :class:`torch.Generator` whose state is saved in checkpoints, so a resumed run sees
-    the same batches.
+    ``"static"`` the training set (then the labelled subset, if any) is binarized once, by
+    the data generator right after it is seeded, and only shuffled; with ``"none"`` images
+    are used as they are. All randomness comes from one :class:`torch.Generator` whose
+    state is saved in checkpoints, so a resumed run sees the same batches.
 
     :param torch.Tensor train: ``(N, D)`` intensities in [0, 1] (on the training device).
     :param int batch_size: images per batch; the last batch of an epoch may be smaller.
@@ -88,6 +96,12 @@ class EpochBatches:
         the training set, so it is seen many times an epoch).
     :param int labelled_batch_size: default ``min(batch_size, len(x_l))``.
     :raises DataError: for ``batch_size < world_size`` or a bad binarization.
+
+    Example (five images in batches of two; the last batch is smaller)::
+
+        >>> b = EpochBatches(torch.full((5, 4), 0.5), batch_size=2, binarization="static", seed=0)
+        >>> len(b), [tuple(batch.shape) for batch in b.epoch()]
+        (3, [(2, 4), (2, 4), (1, 4)])
     """
 
     def __init__(self, train, batch_size, binarization, seed, rank=0, world_size=1, labels=None,
@@ -104,8 +118,6 @@ class EpochBatches:
         self.rank, self.world_size = int(rank), int(world_size)
         self.labels = labels
         self.labelled = labelled
-        if labelled is not None and binarization == "static":
-            self.labelled = (binarize(labelled[0], generator=self.generator), labelled[1])
         if labelled is not None:
             n_l = labelled[0].shape[0]
             if n_l == 0:
@@ -120,7 +132,10 @@ class EpochBatches:
         self.generator = torch.Generator(device=train.device)
         self.generator.manual_seed(int(seed))
         if binarization == "static":
+            # the training set first, then the labelled subset, from the one generator
             self.train = binarize(train, generator=self.generator)
+            if labelled is not None:
+                self.labelled = (binarize(labelled[0], generator=self.generator), labelled[1])
 
     def __len__(self):
         return -(-self.train.shape[0] // self.batch_size)

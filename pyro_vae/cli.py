@@ -198,6 +198,8 @@ def build_parser():
 
 #: The commands that run data-parallel under torchrun (the others refuse to).
 DISTRIBUTED_COMMANDS = ("train", "evaluate")
+#: The commands that draw figures (with matplotlib's file-only backend, ``Agg``).
+DRAWING_COMMANDS = ("train", "sample", "report")
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
@@ -227,6 +229,10 @@ def main(argv=None):
             elif launched_by_torchrun():
                 raise ConfigError(f"pyro-vae {args.command} runs in one process; under torchrun "
                                   f"use one of: {', '.join(DISTRIBUTED_COMMANDS)}")
+            if args.command in DRAWING_COMMANDS:  # files, never a window
+                import matplotlib
+
+                matplotlib.use("Agg")
             return COMMANDS[args.command](args)
         except PyroVAEError as e:
             if args.world.is_main:

@@ -17,6 +17,9 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
     """Load a run, its test set, and evaluate it with the command-line options.
 
     ``test_sets`` caches test sets by data settings, so that runs on the same data share one.
+    Returns ``(summary, result, state, proposal)``: ``summary`` is ``None`` for a reused
+    result; ``proposal`` describes the proposal of a point-mass guide (``None`` for a guide
+    that is its own proposal, see :meth:`~pyro_vae.vae.VAE.proposal`).
     """
     from .batches import prepare_eval_splits
     from .datasets import data_fingerprint, load_dataset
@@ -27,6 +30,7 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
     world = getattr(args, "world", None) or SINGLE
     device = world.device if world.distributed else resolve_device(args.device)
     vae, config, state = load_run(run, device)
+    proposal = getattr(vae.proposal(), "description", None)
     overrides = {f"eval.{key}": getattr(args, key) for key in ("k", "batch_size",
                                                                "particle_batch", "seed")
                  if getattr(args, key) is not None}
@@ -53,12 +57,12 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
         test = (test, labels)
     cached = load_result(run, config.eval.k, config.eval.seed) if reuse else None
     if cached is not None and cached.fingerprint == tensor_fingerprint(test):
-        return None, cached, state
+        return None, cached, state, proposal
     summary, result = evaluate_run(vae, test, config, device,
                                    progress=not args.quiet and world.is_main, world=world)
     if world.is_main:
         save_result(run, result)
-    return summary, result, state
+    return summary, result, state, proposal
 
 
 def cmd_evaluate(args):
@@ -75,7 +79,7 @@ def cmd_evaluate(args):
     lock = lock_on_main(world, lambda: RunLock(args.run, "pyro-vae evaluate").acquire())
     try:
         on_main(world, lambda: (read_eval_json(args.run), remove_temporary_files(args.run)))
-        summary, _, state = _evaluate_run(args.run, args)
+        summary, _, state, _ = _evaluate_run(args.run, args)
         if not world.is_main:
             return 0
         return _write_evaluation(args.run, summary, state, update_eval_json)
@@ -110,22 +114,24 @@ def cmd_compare(args):
         raise ConfigError(f"{a} is a conditional model, whose estimate is log p(x|y), and {b} "
                           "is not (log p(x)); the two are different quantities and are not "
                           "compared")
-    results, test_sets = [], {}
+    results, proposals, test_sets = [], [], {}
     for run in (args.run_a, args.run_b):
-        _, result, _ = _evaluate_run(run, args, reuse=True, test_sets=test_sets)
+        _, result, _, proposal = _evaluate_run(run, args, reuse=True, test_sets=test_sets)
         results.append(result)
+        proposals.append(proposal)
     try:
         comparison = compare(results[0], results[1], name_a=args.run_a, name_b=args.run_b)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     rows = []
-    for r in results:
+    for r, proposal in zip(results, proposals):
         rows.append([
             (f"log p(x), k={r.num_particles}", f"{r.mean:.3f} +- {r.se:.3f}"),
             ("ELBO", f"{float(r.elbo.mean()):.3f}"),
             ("bits/dim", f"{r.bits_per_dim:.4f}"),
-            ("k-hat > 0.7", "-" if r.khat_above_07 is None else f"{100 * r.khat_above_07:.1f}%"),
-        ])
+            ("k-hat > 0.7", "not fitted" if r.khat_above_07 is None else
+             f"{100 * r.khat_above_07:.1f}%"),
+        ] + ([("proposal", proposal or "the guide q(z|x)")] if any(proposals) else []))
     print_table([args.run_a, args.run_b], rows)
     print(f"paired difference (first - second): {comparison.difference:+.3f} +- "
           f"{comparison.se:.3f} nats over {comparison.num_datapoints} test images")
@@ -135,9 +141,6 @@ def cmd_compare(args):
 
 def cmd_sample(args):
     """``pyro-vae sample RUN -n 64 -o FILE.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import torch
 
     from . import plots
@@ -212,16 +215,21 @@ def cmd_export(args):
     test = prepare_eval_splits(data, config.data.binarization)[1][:args.num_images]
     try:
         # the draws are independent; ArviZ's diagnostics want chains: two when they split
-        idata = to_inference_data(vae.model, vae.guide, test, num_samples=args.num_samples,
+        proposal = vae.proposal()  # the guide, or a Gaussian around a point-mass guide
+        idata = to_inference_data(vae.model, proposal, test, num_samples=args.num_samples,
                                   num_chains=2 if args.num_samples % 2 == 0 else 1,
                                   num_particles=args.k, seed=args.seed, device=device)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    described = getattr(proposal, "description", None)
+    if described:
+        idata.estimates.attrs["proposal"] = described
     atomic_write(out, idata.to_netcdf, binary=None)
     est = idata.estimates
     print(f"{out}: {test.shape[0]} test images, {args.num_samples} draws each "
-          f"(resampled from k = {args.k}); mean log p(x) bound "
-          f"{float(est.log_likelihood.mean()):.3f} nats, mean ESS {float(est.ess.mean()):.1f}")
+          f"(resampled from k = {args.k}{'; proposal ' + described if described else ''}); "
+          f"mean log p(x) bound {float(est.log_likelihood.mean()):.3f} nats, mean ESS "
+          f"{float(est.ess.mean()):.1f}")
     return 0
 
 
@@ -276,7 +284,8 @@ def cmd_score(args):
         if data.test_labels is None:
             raise ConfigError(f"{name} has no test labels, which the conditional model needs")
         test = (test, data.test_labels)
-    result = log_likelihood(vae.model, vae.guide, test, num_particles=args.k,
+    proposal = vae.proposal()  # the guide, or a Gaussian around a point-mass guide
+    result = log_likelihood(vae.model, proposal, test, num_particles=args.k,
                             batch_size=args.batch_size, particle_batch=args.particle_batch,
                             seed=args.seed, device=device, progress=not args.quiet)
     labels = data.test_labels.tolist() if data.test_labels is not None else \
@@ -289,8 +298,9 @@ def cmd_score(args):
                              f"{-float(result.elbo[i]):.6f}", f"{float(result.khat[i]):.4f}"])
 
     atomic_write(out, write, binary=False)
+    described = getattr(proposal, "description", None)
     print(f"{out}: {result.num_datapoints} images of {name}; mean -log p(x) {-result.mean:.3f} nats "
-          f"(k = {args.k})")
+          f"(k = {args.k}{'; proposal ' + described if described else ''})")
     return 0
 
 

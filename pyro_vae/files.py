@@ -80,7 +80,14 @@ def atomic_write(path, write, binary=True, error=PyroVAEError):
 
 
 def write_text(path, text, error=PyroVAEError):
-    """:func:`atomic_write` of a UTF-8 string."""
+    """:func:`atomic_write` of a UTF-8 string; returns the path.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = write_text(Path(folder) / "notes.txt", "one line")
+    ...     print(path.read_text(), [p.name for p in Path(folder).iterdir()])
+    one line ['notes.txt']
+    """
     return atomic_write(path, lambda f: f.write(text), binary=False, error=error)
 
 

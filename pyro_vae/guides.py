@@ -22,7 +22,6 @@ from torch import nn
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 
-from .distributions import ReparameterizedNormal
 from .nets import flatten_event, make_encoder
 
 #: Smallest standard deviation a Gaussian guide may output, for numerical stability.
@@ -87,7 +86,7 @@ class DiagonalNormalGuide(nn.Module):
         scale = F.softplus(raw_scale) + MIN_SCALE
         if prior is not None:
             loc, scale = precision_weighted(loc, scale, prior)
-        return ReparameterizedNormal(loc, scale).to_event(1)
+        return dist.Normal(loc, scale).to_event(1)
 
     def posterior(self, h, params, prior=None):
         """q(z | .) from the encoder's features ``h`` and output ``params`` (as returned by
@@ -323,16 +322,18 @@ class DeltaGuide(DiagonalNormalGuide):
     to 0 with probability ``noise`` (masking noise); the likelihood still scores the clean
     ``x``.
 
-    A point mass has no density away from its point, so it cannot serve as the proposal
-    of the importance-weighted estimate of log p(x). In eval mode (``module.eval()``, as
-    every evaluation runs) the guide is therefore the Gaussian
-    :math:`\\mathcal{N}(f(x), \\sigma_e^2 I)` with ``eval_scale`` sigma_e: any proposal with a
-    density gives a valid lower bound on the autoencoder's log p(x) = log E_p(z) p(x|z),
-    tightening with k, so AE and VAE runs are compared on the same footing (the ELBO in
-    eval mode is this Gaussian's, a true ELBO). Training (train mode) uses the point mass.
+    The guide is a point mass in training and in eval mode alike. A point mass has no
+    density away from its point, so it cannot serve as the proposal of the
+    importance-weighted estimate of log p(x): evaluation asks explicitly for a proposal,
+    :class:`~pyro_vae.distributions.GaussianProposal` (``vae.proposal()``), which samples
+    :math:`\\mathcal{N}(f(x), \\sigma_e^2 I)` at the latent site with ``eval_scale``
+    sigma_e. Any proposal with a density gives a valid lower bound on the autoencoder's
+    log p(x) = log E_p(z) p(x|z), tightening with k, so AE and VAE runs are compared on the
+    same footing (the ELBO reported with it is this Gaussian's, a true ELBO).
 
     :param float noise: masking probability in [0, 1) applied in training mode only.
-    :param float eval_scale: sigma_e, the standard deviation of the evaluation proposal.
+    :param float eval_scale: sigma_e, the standard deviation of the Gaussian proposal with
+        which runs of this guide are evaluated (not used by the guide itself).
     :raises ValueError: for ``noise`` outside [0, 1) or ``eval_scale <= 0``.
 
     Shapes: ``x`` ``(B, *event_shape)`` -> ``Delta`` with batch ``(B,)``, event ``(D,)``.
@@ -373,14 +374,12 @@ class DeltaGuide(DiagonalNormalGuide):
         return x * keep
 
     def base(self, params, prior=None):
-        """The point mass at the encoder's output ``(..., D)`` (in eval mode the Gaussian
-        proposal around it, see the class)."""
+        """The point mass at the encoder's output ``(..., D)``, in every mode.
+
+        :raises ValueError: with a ``prior`` to combine with (ladder inference)."""
         if prior is not None:
             raise ValueError("a point-mass guide cannot be combined with a prior conditional "
                              "(ladder inference); use inference = 'bottom_up'")
-        if not self.training:
-            return ReparameterizedNormal(params, torch.full_like(params, self.eval_scale)
-                                         ).to_event(1)
         return dist.Delta(params, event_dim=1)
 
     def encode(self, x):

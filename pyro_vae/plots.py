@@ -162,7 +162,7 @@ def _as_list(results, labels):
 def plot_bound_vs_k(results, labels=None, ax=None):
     """The importance-weighted bound against the number of particles k (log axis), mean
     over test points with +- 2 standard errors, for one or several
-    :class:`~pyro_vae.infer.LogLikelihoodResult` (their ``ladder``).
+    :class:`~pyro_vae.infer.LogLikelihoodResult` (their ``k_sweep``).
 
     :returns: the axes.
     :raises ValueError: if the labels do not match the results.
@@ -170,9 +170,9 @@ def plot_bound_vs_k(results, labels=None, ax=None):
     results, labels = _as_list(results, labels)
     ax = new_axes(ax, (6, 4))
     for result, label in zip(results, labels):
-        ks = sorted(int(k) for k in result.ladder)
-        means = [float(result.ladder[k].double().mean()) for k in ks]
-        ses = [float(result.ladder[k].double().std() / math.sqrt(result.ladder[k].numel()))
+        ks = sorted(int(k) for k in result.k_sweep)
+        means = [float(result.k_sweep[k].double().mean()) for k in ks]
+        ses = [float(result.k_sweep[k].double().std() / math.sqrt(result.k_sweep[k].numel()))
                for k in ks]
         ax.errorbar(ks, means, yerr=[2 * se for se in ses], marker="o", capsize=3, label=label)
     ax.set_xscale("log")

@@ -23,7 +23,6 @@ from pyro.distributions.torch_distribution import TorchDistribution
 
 import torch.nn.functional as F
 
-from .distributions import ReparameterizedNormal, StandardNormal
 from .errors import ConfigError
 from .nets import MLP
 
@@ -60,7 +59,7 @@ class StandardNormalPrior(nn.Module):
     def forward(self, batch_size):
         """Return :math:`\\mathcal{N}(0, I)` with batch shape ``(batch_size,)``, event ``(D,)``."""
         shape = (int(batch_size), self.latent_dim)
-        return StandardNormal(self.loc.expand(shape), self.scale.expand(shape)).to_event(1)
+        return dist.Normal(self.loc.expand(shape), self.scale.expand(shape)).to_event(1)
 
 
 class MixtureOfGaussiansPrior(nn.Module):
@@ -304,4 +303,4 @@ class ConditionalNormalPrior(nn.Module):
             raise ValueError("ConditionalNormalPrior needs the context: prior(B, context=y)")
         out = self.net(context)
         loc, raw = out[..., :self.latent_dim], out[..., self.latent_dim:]
-        return ReparameterizedNormal(loc, F.softplus(raw) + 1e-5).to_event(1)
+        return dist.Normal(loc, F.softplus(raw) + 1e-5).to_event(1)

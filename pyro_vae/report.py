@@ -85,13 +85,11 @@ def unique_names(run_dirs):
 
 def _figures(runs, fig_dir, device):
     """Draw every figure; returns ``{key: path}``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import torch
 
     from . import plots
     from .infer import seeded
+    from .nets import event_size
     from .runs import load_run
 
     out = {}
@@ -106,7 +104,8 @@ def _figures(runs, fig_dir, device):
                 ax.set_title(f"{name}: KL per latent layer and reconstruction")
                 out[f"{name}/kl"] = plots.save_figure(ax, fig_dir / f"{name}-kl.png")
         vae, _, state = load_run(r["dir"], device)
-        image_shape = tuple(state.get("image_shape") or (1, 1, r["result"].log_likelihood.numel()))
+        # a checkpoint without an image shape: one row of the model's datapoint
+        image_shape = tuple(state.get("image_shape") or (1, 1, event_size(vae.event_shape)))
         with torch.no_grad(), seeded(0, device):
             images = vae.sample(64)
         ax = plots.plot_images(images, image_shape, title=f"{name}: samples (pixel means)")
@@ -139,7 +138,8 @@ def _run_rows(r):
              f"{fmt(r['result'].mean)} +- {fmt(r['result'].se)} nats"),
             ("ELBO", f"{fmt(float(r['result'].elbo.double().mean()))} nats"),
             ("bits/dim", fmt(r["result"].bits_per_dim, 4)),
-            ("k-hat > 0.7", "not fitted (k < 25)" if r["result"].khat_above_07 is None else
+            ("k-hat > 0.7", (r["result"].khat_note or "not fitted")
+             if r["result"].khat_above_07 is None else
              f"{100 * r['result'].khat_above_07:.1f}% of test points")]
     for site, n in s.get("active_units", {}).items():
         rows.append((f"active units {site}", f"{n} of {s['latent_dims'][site]}, KL "

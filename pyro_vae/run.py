@@ -217,12 +217,12 @@ class Run:
                 "the original files (data.data_dir), or start a new run")
 
     def validation_terms(self):
-        """Means over the validation set (seeded, single sample) of the ELBO, its
-        reconstruction term and each latent site's KL term, nats per datapoint:
-        ``{"elbo": ..., "reconstruction": ..., "kl/z": ...}``."""
+        """Means over the validation set (seeded, one draw of :meth:`~pyro_vae.vae.VAE.proposal`,
+        the guide or a Gaussian around a point-mass one) of the ELBO, its reconstruction
+        term and each latent site's KL term, nats per datapoint (keys elbo, reconstruction, kl/z)."""
         self.vae.eval()
         with eager():
-            terms = infer.elbo_terms(self.vae.model, self.vae.guide, self.validation,
+            terms = infer.elbo_terms(self.vae.model, self.vae.proposal(), self.validation,
                                         10 * self.config.eval.batch_size,
                                         seed=self.config.eval.seed, device=self.device,
                                         world=self.world)

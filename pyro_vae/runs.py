@@ -83,6 +83,9 @@ def read_eval_json(run_dir):
 def update_eval_json(run_dir, results):
     """Merge ``results`` into ``run_dir/eval.json`` (written atomically)."""
     current = read_eval_json(run_dir)
+    if "k_sweep" in results:  # the k-sweep's keys before its rename, now stale
+        current.pop("ladder", None)
+        current.pop("ladder_se", None)
     current.update(results)
     write_json(Path(run_dir) / "eval.json", current)
     return current
@@ -92,9 +95,6 @@ def update_eval_json(run_dir, results):
 def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
     """Write ``samples.png``, ``reconstructions.png``, for a hierarchical VAE ``layers.png``
     (see :func:`~pyro_vae.plots.plot_layer_samples`), and (with metrics) ``curves.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     from . import plots
 
     run_dir = Path(run_dir)
@@ -240,6 +240,11 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, w
         :meth:`~pyro_vae.infer.LatentReport.summary`) and the
         :class:`~pyro_vae.infer.LogLikelihoodResult`.
 
+    The proposal is the guide, or for a point-mass guide the Gaussian around its point that
+    :meth:`~pyro_vae.vae.VAE.proposal` gives; the summary then says so under ``"proposal"``
+    (e.g. ``"gaussian(0.1) around the point-mass guide"``), and its ELBO, KL and active
+    units are of that Gaussian.
+
     With a :class:`~pyro_vae.distributed.World` of several ranks the log-likelihood is
     shared among them (every rank gets the result); the latent report is computed on rank 0
     only, and the other ranks' summary holds the log-likelihood part alone.
@@ -248,14 +253,16 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, w
     k = e.k if k is None else int(k)
     seed = e.seed if seed is None else int(seed)
     vae.eval()
-    result = infer.log_likelihood(vae.model, vae.guide, test, num_particles=k,
+    proposal = vae.proposal()
+    described = {"proposal": proposal.description} if hasattr(proposal, "description") else {}
+    result = infer.log_likelihood(vae.model, proposal, test, num_particles=k,
                                      batch_size=e.batch_size, particle_batch=e.particle_batch,
                                      seed=seed, device=device, progress=progress, world=world)
     if world is not None and not world.is_main:
-        return result.summary(), result
-    latents = infer.latent_report(vae.model, vae.guide, test, seed=seed, device=device,
+        return {**result.summary(), **described}, result
+    latents = infer.latent_report(vae.model, proposal, test, seed=seed, device=device,
                                      batch_size=max(e.batch_size, 100))
-    return {**result.summary(), **latents.summary()}, result
+    return {**result.summary(), **latents.summary(), **described}, result
 
 
 def results_path(run_dir, k, seed):

@@ -4,7 +4,11 @@
 
 
 def fmt(value, digits=3):
-    """``value`` with ``digits`` decimals, or ``-`` for ``None``."""
+    """``value`` with ``digits`` decimals, or ``-`` for ``None``.
+
+    >>> fmt(-235.97434), fmt(0.43423, 4), fmt(None)
+    ('-235.974', '0.4342', '-')
+    """
     return "-" if value is None else f"{value:.{digits}f}"
 
 
@@ -12,17 +16,20 @@ def evaluation_rows(summary):
     """Rows ``(label, text)`` describing one evaluation summary (see ``eval.json``)."""
     rows = [(f"log p(x), IWAE k={summary['k']}",
              f"{fmt(summary['test_log_likelihood'])} +- {fmt(summary['test_log_likelihood_se'])}")]
-    for k, value in summary["ladder"].items():
+    # "ladder"/"ladder_se": the k-sweep's keys in eval.json files written before its rename
+    sweep = summary.get("k_sweep", summary.get("ladder", {}))
+    sweep_se = summary.get("k_sweep_se", summary.get("ladder_se", {}))
+    for k, value in sweep.items():
         if int(k) != summary["k"]:
-            rows.append((f"  bound at k={k}", f"{fmt(value)} +- {fmt(summary['ladder_se'][k])}"))
+            rows.append((f"  bound at k={k}", f"{fmt(value)} +- {fmt(sweep_se.get(k))}"))
     rows += [
         ("ELBO", f"{fmt(summary['test_elbo'])} +- {fmt(summary['test_elbo_se'])}"),
         ("bits/dim", fmt(summary["bits_per_dim"], 4)),
-        ("k-hat > 0.7", "not fitted (k < 25)" if summary["khat_above_0.7"] is None else
-         f"{100 * summary['khat_above_0.7']:.1f}% of points "
-         f"(median k-hat {fmt(summary['khat_median'], 2)})"),
+        ("k-hat > 0.7", _khat_text(summary)),
         ("ESS mean / min", f"{summary['ess_mean']:.1f} / {summary['ess_min']:.1f} of {summary['k']}"),
     ]
+    if summary.get("proposal"):  # a point-mass guide, evaluated with a Gaussian around it
+        rows.append(("proposal", summary["proposal"]))
     for site, n in summary.get("active_units", {}).items():
         rows.append((f"active units {site}", f"{n} of {summary['latent_dims'][site]}"))
     for site, kl in summary.get("kl", {}).items():
@@ -30,8 +37,27 @@ def evaluation_rows(summary):
     return rows
 
 
+def _khat_text(summary):
+    if summary.get("khat_above_0.7") is None:
+        note = summary.get("khat_note") or "k < 25"
+        return f"not fitted ({note.removeprefix('k-hat not fitted').strip(' :')})"
+    return (f"{100 * summary['khat_above_0.7']:.1f}% of points (median k-hat "
+            f"{fmt(summary.get('khat_median'), 2)})")
+
+
 def print_table(header, columns):
-    """Print rows ``label | col1 | col2 ...`` aligned; ``columns`` is a list of row lists."""
+    """Print rows ``label | col1 | col2 ...`` aligned; ``columns`` is a list of row lists.
+
+    :param header: one title per column.
+    :param columns: per column, its rows ``(label, text)``; the labels of the first column
+        name the rows.
+
+    >>> print_table(["run a", "run b"], [[("ELBO", "-239.192"), ("bits/dim", "0.4342")],
+    ...                                  [("ELBO", "-238.596"), ("bits/dim", "0.4341")]])
+                 run a     run b
+    ELBO      -239.192  -238.596
+    bits/dim    0.4342    0.4341
+    """
     labels = [label for label, _ in columns[0]]
     cells = [[text for _, text in col] for col in columns]
     width0 = max(len(x) for x in labels + [""])

@@ -16,11 +16,11 @@ the step, and every RNG state is saved, so a resumed run continues exactly.
 
 import math
 import random
-from contextlib import nullcontext
 
 import numpy as np
 import pyro
 import torch
+from pyro.poutine.messenger import Messenger
 
 from . import infer
 from .distributed import SINGLE, rank_seed
@@ -75,6 +75,20 @@ def make_optimizer(parameters, lr):
     fusable = all(p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
                   and p.device.type in ("cpu", "cuda") for p in parameters)
     return torch.optim.Adam(parameters, lr=lr, fused=fusable or None)
+
+
+class _OwnParameters(Messenger):
+    """A Pyro effect handler: ``pyro.param(name, init)`` with ``init`` one of ``parameters``
+    returns ``init`` itself and leaves Pyro's param store untouched (other sites pass)."""
+
+    def __init__(self, parameters):
+        super().__init__()
+        self.ids = {id(p) for p in parameters}
+
+    def _pyro_param(self, msg):
+        args = msg["args"]
+        if len(args) > 1 and id(args[1]) in self.ids:
+            msg["value"] = args[1]
 
 
 class Trainer:
@@ -170,10 +184,10 @@ class Trainer:
         return self.lr
 
     def _unregistered(self):
-        """The parameters are optimized here directly: skip Pyro's param-store registration."""
-        if hasattr(self.vae, "params_unregistered"):
-            return self.vae.params_unregistered()
-        return nullcontext()
+        """The parameters are optimized here directly: within the block, a ``pyro.param``
+        site (as ``pyro.module`` makes) whose initial tensor is one of them takes that
+        tensor itself instead of going through Pyro's global param store."""
+        return _OwnParameters(self.parameters)
 
     def _loss(self, x, kl_weight):
         return self.loss.differentiable_loss(self.vae.model, self.vae.guide, x,

@@ -25,11 +25,11 @@ probabilities, inside the data plate): observed when ``model(x, y)`` gets labels
 ``pyro.infer.config_enumerate`` and ``TraceEnum_ELBO``) when it gets ``y=None``.
 """
 
-from contextlib import contextmanager
-
 import pyro
 import torch
 from torch import nn
+
+from .distributions import GaussianProposal
 
 
 def point_estimate(q):
@@ -108,31 +108,25 @@ class VAE(nn.Module):
             raise ValueError(f"the components disagree on the latent size: {known}; build "
                              "them with the same latent_dim")
 
-    #: Whether ``model``/``guide`` register the modules' parameters in Pyro's param store
-    #: (``pyro.module``), which Pyro's optimizers (``SVI`` with ``pyro.optim``) need. The
-    #: project's trainer optimizes ``vae.parameters()`` directly and switches it off during
-    #: its steps (see :meth:`params_unregistered`): registration cost about 0.3 ms a step.
-    register_params = True
-
     def register(self, *roles):
         """``pyro.module`` for the named submodules (``"prior"``, ``"posterior"`` (the guide
-        module), ``"likelihood"``, ...), named ``<name>.<role>``, unless
-        :attr:`register_params` is off."""
-        if self.register_params:
-            for role in roles:
-                pyro.module(f"{self.name}.{'guide' if role == 'posterior' else role}",
-                            getattr(self, role))
+        module), ``"likelihood"``, ...), named ``<name>.<role>``: their parameters are
+        registered in Pyro's param store, which Pyro's optimizers (``SVI`` with
+        ``pyro.optim``) read."""
+        for role in roles:
+            pyro.module(f"{self.name}.{'guide' if role == 'posterior' else role}",
+                        getattr(self, role))
 
-    @contextmanager
-    def params_unregistered(self):
-        """Within the block, ``model`` and ``guide`` skip ``pyro.module`` (for a loop that
-        optimizes ``self.parameters()`` itself)."""
-        previous = self.register_params
-        self.register_params = False
-        try:
-            yield self
-        finally:
-            self.register_params = previous
+    def proposal(self):
+        """The Pyro guide with which to estimate log p(x) by importance sampling: the guide
+        itself (``self.guide``), or, when the guide module is a point mass
+        (``posterior.point_mass``, e.g. :class:`~pyro_vae.guides.DeltaGuide`), a
+        :class:`~pyro_vae.distributions.GaussianProposal` around its point with standard
+        deviation ``posterior.eval_scale``, whose ``description`` says so. Takes the same
+        arguments as :meth:`guide`; call ``self.eval()`` first for an evaluation."""
+        if getattr(self.posterior, "point_mass", False):
+            return GaussianProposal(self.guide, self.posterior.eval_scale)
+        return self.guide
 
     def check_input(self, x):
         """Check that ``x`` has shape ``(B, *event_shape)``; return ``B``.

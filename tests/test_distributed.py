@@ -67,12 +67,14 @@ def one_process_run(config, folder, grads=None):
 # training
 
 
+@pytest.mark.slow
 def test_weights_identical_on_both_ranks(two_ranks):
     for name in ("delta", "straight", "resumed"):
         rank0, rank1 = load(two_ranks, name)
         assert_same_weights(rank0, rank1)
 
 
+@pytest.mark.slow
 def test_matches_one_process_with_the_same_global_batch(two_ranks, tmp_path):
     """With a point-mass guide every step is deterministic, so two ranks of 32 images each
     must follow one process with batches of 64, up to float rounding."""
@@ -94,6 +96,7 @@ def test_matches_one_process_with_the_same_global_batch(two_ranks, tmp_path):
     assert gap > 1e-3
 
 
+@pytest.mark.slow
 def test_ranks_see_disjoint_shards_of_the_global_batch(two_ranks):
     rank0, rank1 = load(two_ranks, "batches")
     data = load_dataset("digits")
@@ -103,6 +106,7 @@ def test_ranks_see_disjoint_shards_of_the_global_batch(two_ranks):
         assert torch.equal(g[0::2], a) and torch.equal(g[1::2], b)
 
 
+@pytest.mark.slow
 def test_only_rank_0_writes(two_ranks):
     record = [json.loads((two_ranks / f"record-rank{r}.json").read_text()) for r in (0, 1)]
     assert [r["train_status"] for r in record] == [0, 0]
@@ -116,6 +120,7 @@ def test_only_rank_0_writes(two_ranks):
     assert [m["epoch"] for m in read_metrics(two_ranks / "straight")] == [1, 2]
 
 
+@pytest.mark.slow
 def test_stop_on_one_rank_stops_both_and_resumes_exactly(two_ranks):
     """Rank 1 alone asks to stop after step 5: both ranks stop after the same step (the
     next exchange), the checkpoint is inside epoch 1, and the resumed run ends with the
@@ -133,6 +138,7 @@ def test_stop_on_one_rank_stops_both_and_resumes_exactly(two_ranks):
 # evaluation
 
 
+@pytest.mark.slow
 def test_sharded_evaluation_equals_one_process(two_ranks):
     vae, config, _ = load_run(two_ranks / "straight", device="cpu")
     test = prepare_eval_splits(load_dataset("digits"), config.data.binarization)[1]
@@ -144,7 +150,7 @@ def test_sharded_evaluation_equals_one_process(two_ranks):
         for field in ("log_likelihood", "elbo", "ess", "mc_se"):
             torch.testing.assert_close(getattr(got, field), getattr(single, field),
                                        rtol=0, atol=1e-9)
-        assert got.ladder.keys() == single.ladder.keys()
+        assert got.k_sweep.keys() == single.k_sweep.keys()
 
 
 # --------------------------------------------------------------------------------------

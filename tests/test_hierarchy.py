@@ -122,7 +122,7 @@ def test_estimator_approaches_exact_value_as_k_grows():
     exact = float(exact_log_px(A_AXIS, x).mean())
     result = log_likelihood(vae.model, vae.guide, x, num_particles=1000, batch_size=100,
                             particle_batch=250, seed=0)
-    gaps = [exact - float(result.ladder[k].mean()) for k in (1, 10, 100, 1000)]
+    gaps = [exact - float(result.k_sweep[k].mean()) for k in (1, 10, 100, 1000)]
     assert gaps[0] > 0.2                                   # the ELBO of a broad guide is loose
     assert all(g1 > g2 for g1, g2 in zip(gaps, gaps[1:]))  # the bound tightens with k
     assert abs(gaps[-1]) < 0.02  # and reaches log p(x), up to Monte Carlo error

@@ -96,6 +96,7 @@ def test_discretized_logistic_needs_the_datas_grid():
         check_compatible(make(name, event_shape=(64,)), data, "none")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, options", [("continuous_bernoulli", {}), ("gaussian", {}),
                                            ("discretized_logistic", {"num_bins": 17})])
 def test_grey_level_likelihoods_train_on_digits(tmp_path, name, options):

@@ -92,6 +92,7 @@ def test_overwrite_refuses_a_run_holding_user_files_and_lists_them(run, capsys):
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_overwrite_removes_only_what_the_tool_wrote(run):
     (run / "samples-64-seed0.png").write_bytes(b"png")  # written by pyro-vae sample
     assert train(run, "--overwrite", "--epochs", "1") == 0
@@ -109,6 +110,7 @@ def test_a_symlinked_out_with_overwrite_is_refused(run, tmp_path, capsys):
     assert snapshot(run) == before
 
 
+@pytest.mark.slow
 def test_a_run_in_use_is_refused_naming_the_holder(run, capsys):
     with RunLock(run, "pyro-vae train (another process)"):
         before = snapshot(run)
@@ -125,6 +127,7 @@ def test_a_run_in_use_is_refused_naming_the_holder(run, capsys):
     assert epochs == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_stale_lock_is_taken_over(run, capsys):
     (run / LOCK).write_text(json.dumps({"pid": 999999, "host": "gone", "since": "yesterday",
                                         "command": "pyro-vae train"}))
@@ -148,6 +151,7 @@ class Killed(BaseException):
     """Stands for SIGKILL: nothing after it runs but ``finally`` blocks."""
 
 
+@pytest.mark.slow
 def test_killed_while_writing_best_then_resumed_agrees_with_the_checkpoint(tmp_path,
                                                                            monkeypatch):
     import pyro_vae.run as T
@@ -281,6 +285,7 @@ def test_non_finite_weights_are_refused_even_with_a_valid_checksum(run, capsys):
     assert "hold NaN or infinite values" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_diverging_objective_is_loud_and_fails(tmp_path, capsys):
     assert diverging(-4.6e19, -550.0) and not diverging(-100.0, -550.0)
     assert not diverging(-560.0, -550.0) and not diverging(None, -550.0)
@@ -290,6 +295,7 @@ def test_a_diverging_objective_is_loud_and_fails(tmp_path, capsys):
     assert "diverg" in err or "non-finite" in err or "became nan" in err.lower()
 
 
+@pytest.mark.slow
 def test_two_runs_of_one_name_in_a_report_show_their_own_figures(run, tmp_path):
     other = tmp_path / "b" / "run"
     assert train(other, "--epochs", "1") == 0
@@ -300,6 +306,7 @@ def test_two_runs_of_one_name_in_a_report_show_their_own_figures(run, tmp_path):
     assert f"## {tmp_path.name}-run" in md and "## b-run" in md
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_files_follow_the_umask(tmp_path, umask, mode):
     old = os.umask(umask)
@@ -402,6 +409,7 @@ def test_a_full_disk_during_a_checkpoint_write(tmp_path, monkeypatch, capsys):
     assert not [n for n in names if n.endswith(".tmp")] and LOCK not in names
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_start_up_and_the_final_evaluation(tmp_path, monkeypatch, capsys):
     import pyro_vae.run as T
 
@@ -437,6 +445,7 @@ def test_npz_errors_say_what_the_file_is(tmp_path):
         datasets.load_dataset(str(objects))
 
 
+@pytest.mark.slow
 def test_two_processes_never_share_a_run(tmp_path, capsys):
     """One real second process: while it trains, a resume and an overwrite are refused with
     its pid; killed with SIGKILL, its lock is stale and the run resumes."""
@@ -479,6 +488,7 @@ def test_evaluate_holds_the_lock_too(run, capsys):
     assert not (run / ".eval.json.abc.pyro_vae.tmp").exists() and not (run / LOCK).exists()
 
 
+@pytest.mark.slow
 def test_two_runs_started_in_one_second_get_their_own_folders(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import pyro_vae.train_command as TC

@@ -9,6 +9,9 @@ import pytest
 
 from pyro_vae import cli
 
+# every test here trains runs (or shares the module's two runs) and draws their figures
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
@@ -58,5 +61,22 @@ def test_report_without_fitted_khat(tmp_path):
                      "--set", "eval.k=10"]) == 0
     assert cli.main(["report", str(out), "-o", str(tmp_path / "rep")]) == 0
     page = (tmp_path / "rep" / "report.html").read_text()
-    assert "not fitted (k &lt; 25)" in page
+    assert "k-hat not fitted: k = 10 is below 25" in page
     assert page.count("<img") == 4  # curves, KL curves, samples, bound; no empty k-hat panel
+
+
+def test_report_of_a_checkpoint_without_an_image_shape(two_runs, tmp_path):
+    """A checkpoint that records no image shape (an older one): the samples are drawn as one
+    row of the model's 64 pixels, not of as many pixels as there are test images."""
+    from pyro_vae.checkpoint import load_checkpoint, save_checkpoint
+
+    run = tmp_path / "old"
+    shutil.copytree(two_runs[0], run)
+    for name in ("checkpoint.pt", "best.pt"):
+        if (run / name).exists():
+            state = load_checkpoint(run / name)
+            del state["image_shape"], state["digest"]
+            save_checkpoint(state, run / name)
+    out = tmp_path / "report"
+    assert cli.main(["report", str(run), "-o", str(out)]) == 0
+    assert (out / "figures" / "old-samples.png").stat().st_size > 1000

@@ -33,6 +33,7 @@ class NaNAfter(Trace_ELBO):
         return loss * float("nan") if self.calls > self.after else loss
 
 
+@pytest.mark.slow
 def test_training_improves_elbo(tmp_path):
     run = Run(tiny_config(epochs=5), prepare_run_folder(tmp_path / "r"), device="cpu", quiet=True)
     records = run.fit()
@@ -42,6 +43,7 @@ def test_training_improves_elbo(tmp_path):
     assert records[-1]["step"] == 5 * 6  # 1200 digits / 200 per batch
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     out = prepare_run_folder(tmp_path / "r")
     run = Run(tiny_config(epochs=3), out, device="cpu", quiet=True, loss=NaNAfter(after=8))
@@ -62,6 +64,7 @@ def test_nan_in_first_epoch_says_no_checkpoint(tmp_path):
         run.fit()
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_on_cpu(tmp_path):
     straight = Run(tiny_config(epochs=3), prepare_run_folder(tmp_path / "a"), "cpu", quiet=True)
     straight.fit()

@@ -44,6 +44,7 @@ def test_outer_particle_plates(small_vae, binary_batch, outer):
     assert model_tr.nodes["x"]["log_prob"].shape == (*outer, 5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", [Trace_ELBO(), TraceMeanField_ELBO()])
 def test_plain_svi_accepts_model_and_guide(small_vae, loss):
     """Any pyro.infer algorithm takes vae.model / vae.guide unchanged, and learns."""

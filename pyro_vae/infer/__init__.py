@@ -3,11 +3,13 @@
 Nothing in this subpackage knows what a VAE, a run folder or the command line is. Every
 function takes a Pyro ``model`` and ``guide`` that follow the plate contract (each
 per-datapoint sample site inside one data plate; leftmost dims free for particles) and
-the data as one tensor or a tuple of model arguments, and returns per-datapoint tensors
-in nats.
+the data as one tensor or a tuple of model arguments (extra keyword arguments as
+``model_kwargs`` / ``guide_kwargs``), and returns per-datapoint tensors in nats. The
+particles are drawn in one outer particle plate, or one at a time with
+``vectorize_particles=False`` for a model that cannot broadcast over it.
 
 - :mod:`~pyro_vae.infer.traces`: per-datapoint, per-particle log densities from traces
-  (:func:`log_weights`, :func:`particle_traces`, :func:`log_weight_parts`);
+  (:func:`log_weights`, :func:`particle_traces`, :func:`pair_traces`, :func:`log_weight_parts`);
 - :mod:`~pyro_vae.infer.importance`: the IWAE estimate of log p(x)
   (:func:`log_likelihood`, :class:`LogLikelihoodResult`);
 - :mod:`~pyro_vae.infer.elbo`: the ELBO and its terms (:func:`elbo`, :func:`elbo_terms`);
@@ -24,22 +26,27 @@ in nats.
 from .chunks import (batch_args, batch_size_of, check_data, data_fingerprint, device_of,
                      map_chunks, rows, seeded, to_device)
 from .comparison import Comparison, compare
-from .diagnostics import FLAT_WEIGHTS_NATS, MIN_PARTICLES_KHAT, pareto_khat, standard_error
+from .diagnostics import (FLAT_WEIGHTS_NATS, MIN_PARTICLES_KHAT, MIN_TAIL_DISTINCT, flat_weights,
+                          pareto_khat, standard_error, tail_length, tied_tail)
 from .elbo import elbo, elbo_terms
-from .importance import LogLikelihoodResult, default_ladder, log_likelihood
+from .importance import LogLikelihoodResult, default_k_sweep, log_likelihood
 from .latents import LatentReport, latent_report
 from .objectives import (ELBO, OBJECTIVES, DReGIWAEObjective, FreeBitsELBO, IWAEObjective,
                          ScaleLatents, SemiSupervisedELBO, make_objective)
-from .traces import (PARTICLE_PLATE, ModelGuideMismatch, factorized_base, is_sample, latent_order,
-                     log_weight_parts, log_weights, particle_traces, per_datapoint, plate_nesting)
+from .traces import (PARTICLE_PLATE, ModelGuideMismatch, ParticleBroadcastError, data_nesting,
+                     data_plate_dim, datapoint_sum, factorized_base, is_sample, latent_order,
+                     log_weight_parts, log_weights, pair_traces, particle_traces, per_datapoint,
+                     plate_nesting, with_kwargs)
 
 __all__ = [
     "Comparison", "DReGIWAEObjective", "ELBO", "FLAT_WEIGHTS_NATS", "FreeBitsELBO",
     "IWAEObjective", "LatentReport", "LogLikelihoodResult", "MIN_PARTICLES_KHAT",
-    "ModelGuideMismatch", "OBJECTIVES", "PARTICLE_PLATE", "ScaleLatents", "SemiSupervisedELBO",
-    "batch_args", "batch_size_of", "check_data", "compare", "data_fingerprint", "default_ladder",
-    "device_of", "elbo", "elbo_terms", "factorized_base", "is_sample", "latent_order",
-    "latent_report", "log_likelihood", "log_weight_parts", "log_weights", "make_objective",
-    "map_chunks", "plate_nesting", "pareto_khat", "particle_traces", "per_datapoint", "rows",
-    "seeded", "standard_error", "to_device",
+    "MIN_TAIL_DISTINCT", "ModelGuideMismatch", "OBJECTIVES", "PARTICLE_PLATE",
+    "ParticleBroadcastError", "ScaleLatents", "SemiSupervisedELBO",
+    "batch_args", "batch_size_of", "check_data", "compare", "data_fingerprint", "data_nesting",
+    "data_plate_dim", "datapoint_sum", "default_k_sweep", "device_of", "elbo", "elbo_terms",
+    "factorized_base", "flat_weights", "is_sample", "latent_order", "latent_report",
+    "log_likelihood", "log_weight_parts", "log_weights", "make_objective", "map_chunks",
+    "pair_traces", "plate_nesting", "pareto_khat", "particle_traces", "per_datapoint", "rows",
+    "seeded", "standard_error", "tail_length", "tied_tail", "to_device", "with_kwargs",
 ]
