@@ -473,3 +473,17 @@ def test_metrics_record_reconstruction_and_kl_per_layer(tmp_path):
     kl = record["validation_kl/z1"] + record["validation_kl/z2"]
     assert record["validation_elbo"] == pytest.approx(record["validation_reconstruction"] - kl)
     assert record["validation_kl/z1"] > 0 and record["validation_reconstruction"] < 0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_the_gradient_check_finds_one_bad_entry_and_passes_huge_finite_ones(bad):
+    from pyro_vae.batches import EpochBatches
+    from pyro_vae.trainer import Trainer
+
+    vae = build_vae(ModelConfig(latent_dim=2, hidden=[4]), (6,))
+    trainer = Trainer(vae, EpochBatches(torch.rand(4, 6), 2, "none", seed=0))
+    for p in trainer.parameters:
+        p.grad = torch.full_like(p, 3e38)  # finite, and their float32 sum would overflow
+    assert not trainer._non_finite_gradient()
+    trainer.parameters[-1].grad.view(-1)[0] = bad
+    assert trainer._non_finite_gradient()
