@@ -32,6 +32,20 @@ DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 _IDX_IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions
 
 
+def _read_bytes(path):
+    """The bytes of an IDX file, decompressed when it ends in ``.gz``.
+
+    :raises DataError: if it cannot be read or decompressed."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt. "
+                        "Delete it and fetch it again") from None
+
+
 def read_idx_images(path):
     """Read an IDX image file (``.gz`` or raw) into a uint8 array of shape ``(N, H, W)``.
 
@@ -43,15 +57,7 @@ def read_idx_images(path):
         zero sizes, or fewer or more bytes than its header says.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt. "
-                        "Delete it and fetch it again") from None
+    raw = _read_bytes(path)
     if len(raw) < 16:
         raise DataError(f"{path}: only {len(raw)} bytes, too short for an IDX image header; "
                         "the file is truncated. Delete it and fetch it again")
@@ -81,14 +87,7 @@ def read_idx_labels(path):
         that disagrees with its header.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                raw = f.read()
-        else:
-            raw = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
-        raise DataError(f"{path}: cannot read the file ({e}); it may be truncated or corrupt") from None
+    raw = _read_bytes(path)
     if len(raw) < 8:
         raise DataError(f"{path}: only {len(raw)} bytes, too short for an IDX label header")
     magic, n = (int.from_bytes(raw[i:i + 4], "big") for i in (0, 4))
