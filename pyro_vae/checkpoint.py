@@ -170,3 +170,15 @@ def load_checkpoint(path, map_location="cpu"):
                               f"{' ...' if len(bad) > 3 else ''}); the checkpoint cannot be "
                               "trained or evaluated. Use another copy, or best.pt")
     return state
+
+
+def to_device(state, device):
+    """``state`` (nested dicts and lists of tensors and plain data) with every tensor on
+    ``device``, RNG states (uint8 tensors) left on the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state if state.dtype == torch.uint8 else state.to(device)
+    if isinstance(state, dict):
+        return {key: to_device(value, device) for key, value in state.items()}
+    if isinstance(state, list):
+        return [to_device(value, device) for value in state]
+    return state

@@ -188,6 +188,10 @@ class TrainConfig:
     :ivar float classifier_weight: for a semi-supervised model, the weight alpha of the
         labelled images' classification loss -log q(y|x), per image (see
         :class:`~pyro_vae.infer.objectives.SemiSupervisedELBO`).
+    :ivar bool tensorboard: write TensorBoard event files into the run folder (needs the
+        ``tensorboard`` extra; without it, a one-line note) (see :mod:`pyro_vae.monitor`).
+    :ivar int samples_every: a grid of prior samples in TensorBoard every this many epochs
+        (0: never).
     """
 
     epochs: int = 300
@@ -206,6 +210,8 @@ class TrainConfig:
     max_minutes: float = 0.0
     compile: bool = False
     classifier_weight: float = 50.0
+    tensorboard: bool = True
+    samples_every: int = 10
 
 
 @dataclass
@@ -302,7 +308,7 @@ class Config:
         if t.epochs < 0:
             raise ConfigError(f"{where}: train.epochs must be at least 0, got {t.epochs}")
         for key in ("warmup_epochs", "clip_norm", "patience", "max_minutes", "free_bits", "beta",
-                    "classifier_weight"):
+                    "classifier_weight", "samples_every"):
             if getattr(t, key) < 0:
                 raise ConfigError(f"{where}: train.{key} must be at least 0, got {getattr(t, key)}")
         if t.num_particles < 1:

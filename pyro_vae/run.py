@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import infer
 from .batches import EpochBatches, prepare_eval_splits
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, to_device
 from .compatibility import check_compatible, with_num_classes
 from .datasets import data_fingerprint, keep_classes, labelled_subset, load_dataset
 from .distributed import SINGLE, rank_seed, resolve_device
@@ -32,6 +32,7 @@ from .infer.objectives import SemiSupervisedELBO, make_objective
 from .registries import build_vae, check_model_size, check_step_memory
 from .runs import (best_state, check_recorded_config, evaluate_run, load_weights, read_metrics,
                    save_result, update_eval_json, write_figures, write_json)
+from .monitor import Monitor
 from .signals import sigint_requests_stop
 from .trainer import Trainer, compile_networks, diverging, eager, seed_everything
 
@@ -168,7 +169,7 @@ class Run:
                 raise CheckpointError(message)
         elif error is not None:
             raise error
-        return _to_device(state, self.device)
+        return to_device(state, self.device)
 
     def resume(self):
         """Load the run's checkpoint, check that it belongs to this run, drop metrics of
@@ -270,6 +271,8 @@ class Run:
                    desc=f"{self.config.name} on {self.data.name}", dynamic_ncols=True)
         self.stop_reason = "epochs"
         started = time.perf_counter() - self.elapsed
+        monitor = Monitor(self.run_dir, t.samples_every, self.data.image_shape,
+                          purge_step=trainer.epoch + 1, enabled=main and t.tensorboard)
         with sigint_requests_stop(trainer):
             try:
                 while trainer.epoch < epochs:
@@ -314,6 +317,7 @@ class Run:
                         with open(self.run_dir / "metrics.jsonl", "a") as f:
                             f.write(json.dumps(record) + "\n")
                     self.save(best=is_best)
+                    monitor.log_epoch(record, self.vae)
                     records.append(record)
                     if t.max_minutes and trainer.epoch < epochs and self.world.any(
                             self.elapsed + seconds > 60 * t.max_minutes):
@@ -321,6 +325,7 @@ class Run:
                         break
             finally:
                 bar.close()
+                monitor.close()
         return records
 
     def _kept(self):
@@ -386,15 +391,3 @@ def classification_accuracy(vae, x, labels, batch_size=1000):
         correct += int((probs.argmax(-1).cpu() == labels[start:start + batch_size]).sum())
     vae.train(was_training)
     return correct / x.shape[0]
-
-
-def _to_device(state, device):
-    """``state`` (nested dicts and lists of tensors and plain data) with every tensor on
-    ``device``, RNG states (uint8 tensors) left on the CPU."""
-    if isinstance(state, torch.Tensor):
-        return state if state.dtype == torch.uint8 else state.to(device)
-    if isinstance(state, dict):
-        return {key: _to_device(value, device) for key, value in state.items()}
-    if isinstance(state, list):
-        return [_to_device(value, device) for value in state]
-    return state
