@@ -40,6 +40,11 @@ class DiagonalNormalGuide(nn.Module):
     :param str activation: activation between hidden layers (see :data:`pyro_vae.nets.ACTIVATIONS`).
     :param str network: ``"mlp"`` or ``"conv"`` (a :class:`~pyro_vae.nets.ConvEncoder`).
     :param tuple image_shape: ``(C, H, W)``, needed by ``"conv"``.
+    :param log_var_range: ``(lo, hi)``: read the encoder's second half as the log-variance,
+        clipped to ``[lo, hi]`` (a hardtanh), so ``scale = exp(clip(raw, lo, hi) / 2)``, as
+        the VampPrior paper's networks do with ``[-6, 2]`` (Tomczak & Welling 2018,
+        arXiv:1705.07120); ``None`` (default): ``scale = softplus(raw) + 1e-5``.
+    :raises ValueError: for a ``log_var_range`` that is not two numbers ``lo < hi``.
 
     Shapes: ``x`` ``(B, *event_shape)`` -> distribution with batch ``(B,)``, event ``(D,)``.
     """
@@ -48,17 +53,25 @@ class DiagonalNormalGuide(nn.Module):
     invertible = True
 
     def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus",
-                 network="mlp", image_shape=None):
+                 network="mlp", image_shape=None, *, log_var_range=None):
         super().__init__()
+        if log_var_range is not None:
+            if len(log_var_range) != 2 or not float(log_var_range[0]) < float(log_var_range[1]):
+                raise ValueError(f"log_var_range must be [lo, hi] with lo < hi, got "
+                                 f"{log_var_range}")
+            log_var_range = (float(log_var_range[0]), float(log_var_range[1]))
+        self.log_var_range = log_var_range
         self.event_shape = tuple(event_shape)
         self.latent_dim = int(latent_dim)
         self.encoder = make_encoder(network, self.event_shape, image_shape, hidden,
                                     self.num_outputs(), activation)
 
     @classmethod
-    def build(cls, ctx):
-        """Build from a recipe's :class:`~pyro_vae.config.BuildContext` (no options)."""
-        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation, **ctx.networks)
+    def build(cls, ctx, log_var_range=None):
+        """Build from a recipe's :class:`~pyro_vae.config.BuildContext`; option
+        ``log_var_range`` (see the class)."""
+        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation, **ctx.networks,
+                   log_var_range=log_var_range)
 
     #: Whether the Gaussian can be combined with a Gaussian prior conditional by precision
     #: weighting (top-down inference, :class:`~pyro_vae.hierarchy.LadderGuide`).
@@ -83,7 +96,10 @@ class DiagonalNormalGuide(nn.Module):
         (a diagonal Gaussian p(z | parent)), its precision-weighted combination with it
         (see :func:`precision_weighted`)."""
         loc, raw_scale = params[..., :self.latent_dim], params[..., self.latent_dim:]
-        scale = F.softplus(raw_scale) + MIN_SCALE
+        if self.log_var_range is None:
+            scale = F.softplus(raw_scale) + MIN_SCALE
+        else:
+            scale = torch.exp(0.5 * raw_scale.clamp(*self.log_var_range))
         if prior is not None:
             loc, scale = precision_weighted(loc, scale, prior)
         return dist.Normal(loc, scale).to_event(1)
@@ -131,6 +147,11 @@ class FullCovNormalGuide(DiagonalNormalGuide):
 
     Shapes: as :class:`DiagonalNormalGuide`.
     """
+
+    @classmethod
+    def build(cls, ctx):
+        """Build from a recipe's :class:`~pyro_vae.config.BuildContext` (no options)."""
+        return cls(ctx.event_shape, ctx.latent_dim, ctx.hidden, ctx.activation, **ctx.networks)
 
     def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus", **networks):
         super().__init__(event_shape, latent_dim, hidden, activation, **networks)

@@ -5,6 +5,7 @@ They act on the last dimension and keep every leading dimension, so an outer par
 dimension passes through unchanged.
 """
 
+import torch
 from torch import nn
 
 from .errors import ConfigError
@@ -113,7 +114,7 @@ def event_size(event_shape):
     return n
 
 
-__all__ = ["ACTIVATIONS", "MLP", "get_activation", "flatten_event", "unflatten_event",
+__all__ = ["ACTIVATIONS", "MLP", "GatedDense", "GatedMLP", "get_activation", "flatten_event", "unflatten_event",
            "event_size"]
 
 
@@ -223,8 +224,52 @@ class ConvDecoder(nn.Module):
         return out.reshape(lead + (-1,))
 
 
+class GatedDense(nn.Module):
+    """A gated dense layer: ``h = (x W + b) * sigmoid(x V + c)`` (Dauphin et al. 2017,
+    Language Modeling with Gated Convolutional Networks, arXiv:1612.08083; the dense layers
+    of the VampPrior paper's networks, Tomczak & Welling 2018, arXiv:1705.07120). Both
+    weight matrices are He-initialized (He et al. 2015, arXiv:1502.01852), biases zero.
+
+    Shapes: ``(..., in_features)`` -> ``(..., out_features)``.
+    """
+
+    def __init__(self, in_features, out_features):
+        super().__init__()
+        self.value = nn.Linear(in_features, out_features)
+        self.gate = nn.Linear(in_features, out_features)
+        for layer in (self.value, self.gate):
+            nn.init.kaiming_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+
+    def forward(self, x):
+        """``(x W + b) * sigmoid(x V + c)``."""
+        return self.value(x) * torch.sigmoid(self.gate(x))
+
+
+class GatedMLP(MLP):
+    """An :class:`MLP` whose hidden layers are :class:`GatedDense` (the gate is the
+    nonlinearity, so no other activation follows them); the output layer is linear and
+    He-initialized. Same interface and shapes as :class:`MLP`.
+
+    :raises ConfigError: for non-positive sizes.
+    """
+
+    def __init__(self, in_features, hidden, out_features, activation=None):
+        nn.Module.__init__(self)
+        sizes = [int(in_features), *[int(h) for h in hidden], int(out_features)]
+        if any(s < 1 for s in sizes):
+            raise ConfigError(f"layer sizes must be positive integers, got {sizes}")
+        layers = [GatedDense(a, b) for a, b in zip(sizes[:-2], sizes[1:-1])]
+        out = nn.Linear(sizes[-2], sizes[-1])
+        nn.init.kaiming_normal_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.net = nn.Sequential(*layers, out)
+        self.in_features, self.out_features = sizes[0], sizes[-1]
+
+
 #: Encoder/decoder kinds by name, for recipes (``model.network``).
-NETWORKS = ("mlp", "conv")
+NETWORKS = ("mlp", "gated", "conv")
 
 
 def make_encoder(network, event_shape, image_shape, hidden, out_features, activation):
@@ -233,8 +278,9 @@ def make_encoder(network, event_shape, image_shape, hidden, out_features, activa
     :raises ConfigError: for an unknown kind, or ``conv`` without an image shape whose size
         matches the event.
     """
-    if network == "mlp":
-        return MLP(event_size(event_shape), hidden, out_features, activation)
+    if network in ("mlp", "gated"):
+        cls = MLP if network == "mlp" else GatedMLP
+        return cls(event_size(event_shape), hidden, out_features, activation)
     if network == "conv":
         return ConvEncoder(_checked_image_shape(image_shape, event_shape), hidden, out_features,
                            activation)
@@ -248,8 +294,9 @@ def make_decoder(network, latent_dim, hidden, event_shape, image_shape, params_p
 
     :raises ConfigError: as :func:`make_encoder`.
     """
-    if network == "mlp":
-        return MLP(latent_dim, hidden, params_per_value * event_size(event_shape), activation)
+    if network in ("mlp", "gated"):
+        cls = MLP if network == "mlp" else GatedMLP
+        return cls(latent_dim, hidden, params_per_value * event_size(event_shape), activation)
     if network == "conv":
         return ConvDecoder(latent_dim, hidden, _checked_image_shape(image_shape, event_shape),
                            params_per_value, activation)

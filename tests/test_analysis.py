@@ -55,7 +55,7 @@ def test_plain_loss_is_the_same_estimator_as_trace_elbo():
 def test_every_recipe_trains_one_epoch_and_evaluates(recipe, tmp_path):
     out = tmp_path / recipe
     assert cli.main(["train", recipe, "--epochs", "1", "--quiet", "--device", "cpu",
-                     "--set", "eval.k=10", "--out", str(out)]) == 0
+                     "--data", "digits", "--set", "eval.k=10", "--out", str(out)]) == 0
     assert cli.main(["evaluate", str(out), "--device", "cpu", "--k", "10", "--quiet"]) == 0
     assert (out / "samples.png").exists()
 
