@@ -1,6 +1,6 @@
 """Proposals for importance-weighted evaluation of guides without a density.
 
-A point-mass guide :math:`q(z|x) = \\delta(z - f(x))` (:class:`~pyro_vae.guides.DeltaGuide`)
+A point-mass guide :math:`q(z|x) = \\delta(z - f(x))` (:class:`~pyro_vae.point_mass.DeltaGuide`)
 trains an amortized MAP autoencoder, but it cannot be the proposal of an importance-weighted
 estimate of log p(x): it has no density away from its point. :class:`GaussianProposal`
 wraps such a guide into one that has: a Pyro guide whose point-mass latent sites are
@@ -42,7 +42,7 @@ class GaussianProposal:
     left as the guide makes them; site names, plates and shapes are the guide's.
 
     :param guide: a Pyro guide callable (e.g. ``vae.guide`` of a VAE with a
-        :class:`~pyro_vae.guides.DeltaGuide`); run it in eval mode (``vae.eval()``) so that
+        :class:`~pyro_vae.point_mass.DeltaGuide`); run it in eval mode (``vae.eval()``) so that
         a denoising guide does not corrupt its input.
     :param float scale: :math:`\\sigma`, the standard deviation of the Gaussian, in the
         units of the latent.

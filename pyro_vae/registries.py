@@ -16,13 +16,14 @@ import torch
 
 from .config import positive_int
 from .errors import ConfigError
-from .guides import (DeltaGuide, DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide,
-                     RadialGuide, SplineGuide)
+from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide, RadialGuide,
+                     SplineGuide)
 from .hierarchy import (BottomUpGuide, GaussianConditional, HierarchicalVAE, LadderGuide,
                         TopPosterior)
 from .likelihoods import (BernoulliLikelihood, ContinuousBernoulliLikelihood,
                           DiscretizedLogisticLikelihood, GaussianLikelihood)
 from .nets import MLP, event_size
+from .point_mass import DeltaGuide
 from .priors import (ConditionalNormalPrior, FlowPrior, MixtureOfGaussiansPrior,
                      StandardNormalPrior, VampPrior)
 from .vae import VAE

@@ -120,7 +120,7 @@ class VAE(nn.Module):
     def proposal(self):
         """The Pyro guide with which to estimate log p(x) by importance sampling: the guide
         itself (``self.guide``), or, when the guide module is a point mass
-        (``posterior.point_mass``, e.g. :class:`~pyro_vae.guides.DeltaGuide`), a
+        (``posterior.point_mass``, e.g. :class:`~pyro_vae.point_mass.DeltaGuide`), a
         :class:`~pyro_vae.distributions.GaussianProposal` around its point with standard
         deviation ``posterior.eval_scale``, whose ``description`` says so. Takes the same
         arguments as :meth:`guide`; call ``self.eval()`` first for an evaluation."""
