@@ -171,26 +171,32 @@ class VampPrior(nn.Module):
     arXiv:1705.07120).
 
     The pseudo-inputs are ``sigmoid`` of free parameters, so they stay in (0, 1) like the
-    images; they start near 0.5 (raw values N(0, 0.1^2)). The guide is shared, not copied:
-    its weights appear once in ``vae.parameters()``.
+    images (as the paper's code does for binary and grey-level data); they start near 0.5,
+    the raw values drawn from N(``init_mean``, ``init_std``^2) (the paper's code: -0.05 and
+    0.01). The guide is shared, not copied: its weights appear once in ``vae.parameters()``.
 
     :param guide: the guide module (called with ``(K, *event_shape)`` inputs).
     :param tuple event_shape: shape of one datapoint.
     :param int num_pseudo: K.
-    :raises ValueError: if ``num_pseudo < 1``.
+    :param float init_mean: mean of the raw pseudo-inputs at initialization.
+    :param float init_std: their standard deviation.
+    :raises ValueError: if ``num_pseudo < 1`` or ``init_std < 0``.
     """
 
-    def __init__(self, guide, event_shape, num_pseudo=500):
+    def __init__(self, guide, event_shape, num_pseudo=500, init_mean=0.0, init_std=0.1):
         super().__init__()
         if int(num_pseudo) < 1:
             raise ValueError(f"num_pseudo must be at least 1, got {num_pseudo}")
+        if float(init_std) < 0:
+            raise ValueError(f"init_std must be at least 0, got {init_std}")
         self.guide = guide
         self.event_shape = tuple(event_shape)
-        self.raw_pseudo_inputs = nn.Parameter(0.1 * torch.randn(int(num_pseudo), *self.event_shape))
+        self.raw_pseudo_inputs = nn.Parameter(
+            float(init_mean) + float(init_std) * torch.randn(int(num_pseudo), *self.event_shape))
 
     @classmethod
-    def build(cls, ctx, num_pseudo=500):
-        """Build from a recipe; option ``num_pseudo``.
+    def build(cls, ctx, num_pseudo=500, init_mean=0.0, init_std=0.1):
+        """Build from a recipe; options ``num_pseudo``, ``init_mean``, ``init_std``.
 
         :raises ValueError: if the guide's density cannot be evaluated at arbitrary z.
         """
@@ -200,7 +206,7 @@ class VampPrior(nn.Module):
                              f"{getattr(ctx.guide, 'description', type(ctx.guide).__name__)} has no "
                              "inverse. Use a guide with one: diagonal_normal, full_cov_normal, "
                              "iaf or spline")
-        return cls(ctx.guide, ctx.event_shape, num_pseudo)
+        return cls(ctx.guide, ctx.event_shape, num_pseudo, init_mean, init_std)
 
     @property
     def pseudo_inputs(self):

@@ -44,3 +44,19 @@ def test_the_log_variance_is_clipped_like_a_hardtanh():
     assert torch.allclose(scale, torch.exp(0.5 * torch.tensor([[-6.0, -6.0, 0.0, 2.0]])))
     with pytest.raises(ValueError, match="lo < hi"):
         DiagonalNormalGuide((64,), 4, [8], log_var_range=[2, -6])
+
+
+def test_vampprior_pseudo_inputs_start_where_asked():
+    from pyro_vae.config import ModelConfig
+    from pyro_vae.registries import build_vae
+
+    torch.manual_seed(0)
+    vae = build_vae(ModelConfig(prior="vamp", latent_dim=4, hidden=[8], prior_options={
+        "num_pseudo": 200, "init_mean": -0.05, "init_std": 0.01}), (64,))
+    raw = vae.prior.raw_pseudo_inputs.detach()
+    assert raw.mean().item() == pytest.approx(-0.05, abs=1e-3)
+    assert raw.std().item() == pytest.approx(0.01, rel=0.05)
+    assert torch.allclose(vae.prior.pseudo_inputs, torch.sigmoid(raw))
+    with pytest.raises(ConfigError, match="init_std must be at least 0"):
+        build_vae(ModelConfig(prior="vamp", latent_dim=4, hidden=[8],
+                              prior_options={"init_std": -1.0}), (64,))
