@@ -5,11 +5,10 @@ arXiv:1312.6114); :func:`elbo_terms` splits it into the reconstruction term and 
 site's KL term, read off the same traces.
 """
 
-import torch
 
-from .chunks import batch_size_of, device_of, map_chunks, seeded
-from .traces import (data_nesting, latent_order, log_weights, pair_traces, particle_traces,
-                     per_datapoint, with_kwargs)
+from .chunks import batch_size_of, map_chunks
+from .traces import (latent_order, log_weights, pair_traces, particle_traces, per_datapoint,
+                     prepare_estimate)
 
 
 def elbo(model, guide, data, batch_size=1000, seed=0, device=None, world=None,
@@ -35,10 +34,8 @@ def elbo(model, guide, data, batch_size=1000, seed=0, device=None, world=None,
     """
     if batch_size_of(data) == 0:
         raise ValueError("data is empty: there is nothing to evaluate")
-    model, guide = with_kwargs(model, model_kwargs), with_kwargs(guide, guide_kwargs)
-    device = torch.device(device) if device is not None else device_of(data)
-    with seeded(seed, device), torch.no_grad():
-        nesting = data_nesting(model, guide, data, batch_size, device)
+    model, guide, device, nesting = prepare_estimate(model, guide, data, batch_size, seed, device,
+                                                     model_kwargs, guide_kwargs)
     return map_chunks(lambda x: {"elbo": log_weights(model, guide, x, 1, data_plate, nesting,
                                                      vectorize_particles)[0]},
                       data, batch_size, seed, device, world)["elbo"]
@@ -62,10 +59,8 @@ def elbo_terms(model, guide, data, batch_size=1000, seed=0, device=None, data_pl
     """
     if batch_size_of(data) == 0:
         raise ValueError("data is empty: there is nothing to evaluate")
-    model, guide = with_kwargs(model, model_kwargs), with_kwargs(guide, guide_kwargs)
-    device = torch.device(device) if device is not None else device_of(data)
-    with seeded(seed, device), torch.no_grad():
-        nesting = data_nesting(model, guide, data, batch_size, device)
+    model, guide, device, nesting = prepare_estimate(model, guide, data, batch_size, seed, device,
+                                                     model_kwargs, guide_kwargs)
 
     def compute(x):
         if vectorize_particles:

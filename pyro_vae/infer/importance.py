@@ -14,10 +14,9 @@ import pyro
 import torch
 from pyro.infer.util import is_validation_enabled
 
-from .chunks import (batch_args, batch_size_of, check_data, data_fingerprint, device_of,
-                     map_chunks, seeded)
+from .chunks import batch_args, batch_size_of, check_data, data_fingerprint, map_chunks
 from .diagnostics import MIN_PARTICLES_KHAT, flat_weights, pareto_khat, standard_error
-from .traces import data_nesting, log_weights, with_kwargs
+from .traces import log_weights, prepare_estimate
 
 
 def default_k_sweep(num_particles):
@@ -245,11 +244,9 @@ def log_likelihood(model, guide, data, num_particles=1000, batch_size=100, parti
     k_sweep = default_k_sweep(k) if k_sweep is None else sorted({int(v) for v in k_sweep})
     if k_sweep and (k_sweep[0] < 1 or k_sweep[-1] > k):
         raise ValueError(f"k_sweep values must lie in [1, {k}], got {k_sweep}")
-    model, guide = with_kwargs(model, model_kwargs), with_kwargs(guide, guide_kwargs)
-    device = torch.device(device) if device is not None else device_of(data)
     start_time = time.perf_counter()
-    with seeded(seed, device), torch.no_grad():
-        nesting = data_nesting(model, guide, data, batch_size, device)
+    model, guide, device, nesting = prepare_estimate(model, guide, data, batch_size, seed, device,
+                                                     model_kwargs, guide_kwargs)
 
     def weights(x, n):
         return log_weights(model, guide, x, n, data_plate, nesting, vectorize_particles)

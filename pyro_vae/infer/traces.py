@@ -24,7 +24,7 @@ from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import PyroVAEError
-from .chunks import batch_args, batch_size_of, rows, to_device
+from .chunks import batch_args, batch_size_of, device_of, rows, seeded, to_device
 
 #: Name of the outer plate over particles.
 PARTICLE_PLATE = "particles"
@@ -81,6 +81,21 @@ def plate_nesting(model, guide, x):
                 if dims:
                     nesting = max(nesting, -min(dims))
     return nesting
+
+
+def prepare_estimate(model, guide, data, batch_size, seed, device, model_kwargs, guide_kwargs):
+    """What every chunked estimator does before its chunks: bind the extra keyword
+    arguments to model and guide, resolve the device (default: where ``data`` is) and find
+    the plate nesting on the first datapoint under ``seed`` (:func:`data_nesting`).
+
+    :returns: ``(model, guide, device, nesting)``.
+    :raises: as :func:`data_nesting`.
+    """
+    model, guide = with_kwargs(model, model_kwargs), with_kwargs(guide, guide_kwargs)
+    device = torch.device(device) if device is not None else device_of(data)
+    with seeded(seed, device), torch.no_grad():
+        nesting = data_nesting(model, guide, data, batch_size, device)
+    return model, guide, device, nesting
 
 
 def data_nesting(model, guide, data, batch_size, device):
