@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .errors import CheckpointError
-from .files import atomic_write
+from .files import atomic_write, first_line
 
 #: Value of the ``"format"`` key that marks a pyro_vae checkpoint.
 FORMAT = "pyro_vae.checkpoint"
@@ -103,17 +103,12 @@ def safe_load(path, map_location="cpu"):
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors "
-                              f"and plain data, which could run code ({_first_line(e)})") from None
+                              f"and plain data, which could run code ({first_line(e)})") from None
     except Exception as e:  # noqa: BLE001 - a corrupt file can fail the unpickler in any way
         # (RuntimeError, EOFError, BadZipFile, KeyError, ...); weights_only=True has already
         # guaranteed that no code from the file ran
         raise CheckpointError(f"{path}: not a readable checkpoint; it is truncated or corrupt "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
-
-
-def _first_line(e):
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+                              f"({type(e).__name__}: {first_line(e)})") from None
 
 
 def save_checkpoint(state, path):

@@ -8,7 +8,7 @@ Each is a function of the parsed arguments returning the exit status; bad input 
 from pathlib import Path
 
 from .distributed import SINGLE, lock_on_main, on_main
-from .errors import ConfigError, RunFolderError
+from .errors import ConfigError
 from .recipes import apply_overrides, list_recipes
 from .tables import evaluation_rows, print_table
 
@@ -25,7 +25,7 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
     from .datasets import data_fingerprint, load_dataset
     from .distributed import resolve_device
     from .infer import data_fingerprint as tensor_fingerprint
-    from .runs import evaluate_run, load_result, load_run, save_result
+    from .runs import check_data_source, evaluate_run, load_result, load_run, save_result
 
     world = getattr(args, "world", None) or SINGLE
     device = world.device if world.distributed else resolve_device(args.device)
@@ -43,14 +43,9 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
                           data.test_labels, data_fingerprint(data))
         del data
     test, labels, source = test_sets[key]
-    trained_on = state.get("data_source")
-    if trained_on and trained_on.get("fingerprint") != source["fingerprint"]:
-        raise RunFolderError(
-            f"{run} was trained on {trained_on.get('name')} read from {trained_on.get('source')} "
-            f"(fingerprint {trained_on.get('fingerprint')}), but the data read now from "
-            f"{source['source']} differs (fingerprint {source['fingerprint']}); its test "
-            "log-likelihood would be of other images. Give the original files, or score other "
-            "data deliberately with  pyro-vae score RUN --data ...")
+    check_data_source(state.get("data_source"), source, run,
+                      "its test log-likelihood would be of other images. Give the original "
+                      "files, or score other data deliberately with  pyro-vae score RUN --data ...")
     if getattr(vae, "conditional", False):  # log p(x | y): the model reads the labels too
         if labels is None:
             raise ConfigError(f"{run} is a conditional model, but its data has no test labels")

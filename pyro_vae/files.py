@@ -68,7 +68,7 @@ def atomic_write(path, write, binary=True, error=PyroVAEError):
     except (OSError, RuntimeError, ValueError) as e:
         # OSError: permissions, missing folder, full disk; RuntimeError: torch's writer
         # ("PytorchStreamWriter failed writing file"); ValueError: a writer's own check
-        raise error(f"could not write {path} ({type(e).__name__}: {_first_line(e)}); the "
+        raise error(f"could not write {path} ({type(e).__name__}: {first_line(e)}); the "
                     "previous file there, if any, is unchanged. Check that the folder exists, "
                     "is writable and that the disk has space") from None
     finally:
@@ -129,6 +129,7 @@ def sha256_of(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-def _first_line(e):
+def first_line(e):
+    """The first line of an exception's message (its type's name when it has none)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__

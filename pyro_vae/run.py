@@ -29,10 +29,11 @@ from .distributed import SINGLE, rank_seed, resolve_device
 from .errors import CheckpointError, ConfigError, RunFolderError, TrainingDiverged, TrainingWarning
 from .files import write_text
 from .infer.objectives import SemiSupervisedELBO, make_objective
-from .registries import build_vae, check_model_size, check_step_memory
-from .runs import (best_state, check_recorded_config, evaluate_run, load_weights, read_metrics,
-                   save_result, update_eval_json, write_figures, write_json)
 from .monitor import Monitor
+from .registries import build_vae, check_model_size, check_step_memory
+from .runs import (best_state, check_data_source, check_recorded_config, evaluate_run,
+                   load_weights, read_metrics, save_result, update_eval_json, write_figures,
+                   write_json)
 from .signals import sigint_requests_stop
 from .trainer import Trainer, compile_networks, diverging, eager, seed_everything
 
@@ -208,14 +209,9 @@ class Run:
     def _check_belongs(self, state):
         """Refuse a checkpoint of another recipe or data than the run folder's."""
         check_recorded_config(self.run_dir, state)
-        source = state.get("data_source")
-        if source and source.get("fingerprint") != self.data_source["fingerprint"]:
-            raise RunFolderError(
-                f"the run was trained on {source.get('name')} read from {source.get('source')} "
-                f"(fingerprint {source.get('fingerprint')}); the data read now from "
-                f"{self.data_source['source']} differs (fingerprint "
-                f"{self.data_source['fingerprint']}). Resuming would mix two data sets; give "
-                "the original files (data.data_dir), or start a new run")
+        check_data_source(state.get("data_source"), self.data_source, "the run",
+                          "resuming would mix two data sets. Give the original files "
+                          "(data.data_dir), or start a new run")
 
     def validation_terms(self):
         """Means over the validation set (seeded, one draw of :meth:`~pyro_vae.vae.VAE.proposal`,

@@ -185,6 +185,23 @@ def check_recorded_config(run_dir, state):
             "comes from another run. Use that run's own folder, or start a new run")
 
 
+def check_data_source(recorded, current, subject, consequence):
+    """Refuse data whose fingerprint differs from the one a run recorded when it trained.
+
+    :param dict recorded: the run's ``data_source`` (``None`` for a run of pyro_vae 0.1,
+        which recorded none: nothing is checked).
+    :param dict current: :func:`~pyro_vae.datasets.data_fingerprint` of the data read now.
+    :param str subject: who was trained (``"the run"``, a run folder).
+    :param str consequence: what using the other data would mean, and what to do.
+    :raises RunFolderError: naming both sources and fingerprints.
+    """
+    if recorded and recorded.get("fingerprint") != current["fingerprint"]:
+        raise RunFolderError(
+            f"{subject} was trained on {recorded.get('name')} read from {recorded.get('source')} "
+            f"(fingerprint {recorded.get('fingerprint')}), but the data read now from "
+            f"{current['source']} differs (fingerprint {current['fingerprint']}); {consequence}")
+
+
 def load_weights(vae, state, where):
     """``vae.load_state_dict(state["model"])`` with a clear error.
 
