@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from . import infer
 from .batches import EpochBatches, prepare_eval_splits
-from .checkpoint import load_checkpoint, save_checkpoint, to_device
+from .checkpoint import atomic_save, load_checkpoint, save_checkpoint, to_device
 from .compatibility import check_compatible, with_num_classes
 from .datasets import data_fingerprint, keep_classes, labelled_subset, load_dataset
 from .distributed import SINGLE, rank_seed, resolve_device
@@ -198,13 +198,7 @@ class Run:
             if best_state(self.run_dir, state) is state:
                 # killed between writing the checkpoint and best.pt: the checkpoint is the
                 # best epoch itself, so best.pt is rewritten from it
-                self.save_checkpoint_as_best(state)
-
-    def save_checkpoint_as_best(self, state):
-        """Write ``state`` (a checkpoint just read) to ``best.pt`` (rank 0)."""
-        from .checkpoint import atomic_save
-
-        atomic_save(state, self.best_path)
+                atomic_save(state, self.best_path)
 
     def _check_belongs(self, state):
         """Refuse a checkpoint of another recipe or data than the run folder's."""
