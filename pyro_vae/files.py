@@ -97,6 +97,12 @@ LEGACY_TEMP = re.compile(r"^((checkpoint|best)\.pt\.\w+|loglik-k\d+-seed\d+\.pt\
                          r"(config|eval)\.json)\.tmp$")
 
 
+def is_temporary_name(name):
+    """Whether a file name is one of :func:`atomic_write`'s temporary files (or of pyro_vae
+    0.1's writers, :data:`LEGACY_TEMP`)."""
+    return name.endswith(TEMP_MARK) or bool(LEGACY_TEMP.match(name))
+
+
 def temporary_files(folder):
     """The temporary files that a killed :func:`atomic_write` (or pyro_vae 0.1's writers,
     :data:`LEGACY_TEMP`) left in ``folder``; other files are never listed."""
@@ -104,7 +110,7 @@ def temporary_files(folder):
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.is_file() and not p.is_symlink() and
-                  (p.name.endswith(TEMP_MARK) or LEGACY_TEMP.match(p.name)))
+                  is_temporary_name(p.name))
 
 
 def remove_temporary_files(folder):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import RunFolderError
-from .files import remove_temporary_files, temporary_files, write_text
+from .files import is_temporary_name, remove_temporary_files, write_text
 from .lock import LOCK, RunLock, in_use_message, lock_holder
 
 #: The file that marks a folder as a pyro_vae run folder (written when the run is created).
@@ -70,9 +70,8 @@ def is_project_file(path):
     path = Path(path)
     if path.is_symlink() or not path.is_file():
         return False
-    if path in temporary_files(path.parent):
-        return True
-    return any(fnmatch.fnmatchcase(path.name, pattern) for pattern in RUN_FILES)
+    return is_temporary_name(path.name) or \
+        any(fnmatch.fnmatchcase(path.name, pattern) for pattern in RUN_FILES)
 
 
 def foreign_entries(folder):
