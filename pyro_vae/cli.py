@@ -18,12 +18,16 @@ from .errors import ConfigError, PyroVAEError, TrainingWarning
 from .train_command import cmd_train
 
 
-def positive_int(text, most=None):
-    """An argparse type: an integer of at least 1 (and at most ``most``)."""
+def _whole_number(text):
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def positive_int(text, most=None):
+    """An argparse type: an integer of at least 1 (and at most ``most``)."""
+    value = _whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     if most is not None and value > most:
@@ -33,10 +37,7 @@ def positive_int(text, most=None):
 
 def seed_int(text):
     """An argparse type: a seed of torch's generators, 0..2**32-1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    value = _whole_number(text)
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"must lie in 0..2**32-1, got {value}")
     return value
