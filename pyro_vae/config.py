@@ -40,12 +40,23 @@ class ModelConfig:
         between x and z1, the l-th between z_{l-1} and z_l (used by the guide upwards and by
         the prior conditional p(z_{l-1} | z_l), mirrored, downwards).
     :ivar str inference: in a hierarchy, ``"bottom_up"`` (q(z1|x) q(z2|z1) ..., Burda et al.
-        2016) or ``"ladder"`` (top-down, sharing the generative path; Sonderby et al. 2016,
-        arXiv:1602.02282).
+        2016), ``"ladder"`` (top-down, sharing the generative path; Sonderby et al. 2016,
+        arXiv:1602.02282) or ``"top_down"`` (q(z_L|x) ... q(z1|x, z2), each layer reading x
+        beside the layer above, through a :class:`~pyro_vae.nets.JoinedInputs` of width
+        ``hidden[l][0]``; Tomczak & Welling 2018, arXiv:1705.07120). With ``top_down`` the
+        l-th hidden list is used after the join by q(z_l | x, z_{l+1}), and by q(z_L | x)
+        for the top layer.
+    :ivar str likelihood_input: in a hierarchy, ``"z1"`` (p(x | z1)) or ``"all"``
+        (p(x | z1, ..., zL): every layer read side by side, each through one layer of width
+        ``hidden[0][0]``, then the decoder with ``hidden[0]``; Tomczak & Welling 2018).
+    :ivar dict conditional_options: in a hierarchy, options of every prior conditional
+        p(z_l | z_{l+1}) (:class:`~pyro_vae.hierarchy.GaussianConditional`): only
+        ``log_var_range``.
     :ivar str activation: a key of :data:`pyro_vae.nets.ACTIVATIONS`.
-    :ivar str network: ``"mlp"``, or ``"conv"`` for convolutional encoder and decoder
-        (images only; the hidden sizes are then those of the fully connected layers
-        between the convolutions and the latent).
+    :ivar str network: ``"mlp"``, ``"gated"`` (gated dense layers,
+        :class:`~pyro_vae.nets.GatedMLP`; in a hierarchy at every layer and conditional), or
+        ``"conv"`` for convolutional encoder and decoder (images only; the hidden sizes are
+        then those of the fully connected layers between the convolutions and the latent).
     :ivar dict prior_options: keyword options of the prior's ``build`` (TOML table
         ``[model.prior_options]``), e.g. ``num_pseudo = 500`` for ``vamp``.
     :ivar dict guide_options: likewise for the guide, e.g. ``num_flows = 2`` for ``iaf``.
@@ -69,6 +80,8 @@ class ModelConfig:
     activation: str = "softplus"
     network: str = "mlp"
     inference: str = "bottom_up"
+    likelihood_input: str = "z1"
+    conditional_options: dict = field(default_factory=dict)
     prior_options: dict = field(default_factory=dict)
     guide_options: dict = field(default_factory=dict)
     likelihood_options: dict = field(default_factory=dict)

@@ -114,8 +114,8 @@ def event_size(event_shape):
     return n
 
 
-__all__ = ["ACTIVATIONS", "MLP", "GatedDense", "GatedMLP", "get_activation", "flatten_event", "unflatten_event",
-           "event_size"]
+__all__ = ["ACTIVATIONS", "MLP", "GatedDense", "GatedMLP", "JoinedInputs", "get_activation",
+           "flatten_event", "unflatten_event", "event_size"]
 
 
 def _he_init(module):
@@ -266,6 +266,53 @@ class GatedMLP(MLP):
         nn.init.zeros_(out.bias)
         self.net = nn.Sequential(*layers, out)
         self.in_features, self.out_features = sizes[0], sizes[-1]
+
+
+class JoinedInputs(nn.Module):
+    """Several inputs read side by side: each through its own layer to ``width`` features
+    (a :class:`GatedDense`, or a linear layer and the activation), then concatenated. The
+    two-level HVAE of Tomczak & Welling 2018 (arXiv:1705.07120, their ``HVAE_2level``)
+    reads ``(x, z_2)`` this way in q(z_1 | x, z_2) and ``(z_1, z_2)`` in p(x | z_1, z_2).
+
+    :param in_features: the size of each input's last dimension.
+    :param int width: features per input.
+    :param str network: ``"gated"`` or ``"mlp"``.
+    :param str activation: for ``"mlp"`` (a key of :data:`ACTIVATIONS`).
+    :raises ConfigError: for no inputs, non-positive sizes, another network or an unknown
+        activation.
+
+    Shapes: inputs ``(..., in_features[i])`` whose leading dims broadcast (a particle dim on
+    one of them) -> ``(..., len(in_features) * width)``.
+    """
+
+    def __init__(self, in_features, width, network="gated", activation="softplus"):
+        super().__init__()
+        sizes = [int(d) for d in in_features]
+        if not sizes or any(s < 1 for s in sizes) or int(width) < 1:
+            raise ConfigError(f"joined inputs need positive sizes, got inputs {sizes} and "
+                              f"width {width}")
+        if network not in ("gated", "mlp"):
+            raise ConfigError(f"inputs read side by side need model.network 'gated' or 'mlp', "
+                              f"got {network!r}")
+        if network == "gated":
+            branches = [GatedDense(d, width) for d in sizes]
+        else:
+            act = get_activation(activation)
+            branches = [nn.Sequential(nn.Linear(d, width), act()) for d in sizes]
+        self.branches = nn.ModuleList(branches)
+        self.in_features = tuple(sizes)
+        self.out_features = len(sizes) * int(width)
+
+    def forward(self, *inputs):
+        """Concatenate each input's features, broadcasting their leading dims.
+
+        :raises ValueError: for the wrong number of inputs.
+        """
+        if len(inputs) != len(self.branches):
+            raise ValueError(f"expected {len(self.branches)} inputs, got {len(inputs)}")
+        features = [branch(v) for branch, v in zip(self.branches, inputs)]
+        batch = torch.broadcast_shapes(*(h.shape[:-1] for h in features))
+        return torch.cat([h.expand(*batch, h.shape[-1]) for h in features], dim=-1)
 
 
 #: Encoder/decoder kinds by name, for recipes (``model.network``).

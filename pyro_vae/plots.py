@@ -80,11 +80,12 @@ def plot_layer_samples(vae, image_shape, num_rows=8, num_cols=8, axes=None):
     """What each latent layer of a hierarchical VAE encodes: one panel per layer l = L..2;
     in each row z_l (and the layers above it) is drawn once from the model and kept fixed,
     and across the row the layers below, z_{l-1} ... z_1, are drawn afresh from the prior
-    conditionals. Images are the likelihood's means.
+    conditionals. Images are the likelihood's means. When the likelihood reads every layer
+    (``likelihood_join``), only the top layer's panel can be drawn.
 
     :param vae: a :class:`~pyro_vae.hierarchy.HierarchicalVAE` with L >= 2 layers.
     :param tuple image_shape: ``(C, H, W)``.
-    :param axes: L - 1 matplotlib axes (default: a new figure).
+    :param axes: one matplotlib axis per panel (default: a new figure).
     :returns: the list of axes.
     :raises ValueError: for a VAE with fewer than two latent layers.
     """
@@ -92,14 +93,16 @@ def plot_layer_samples(vae, image_shape, num_rows=8, num_cols=8, axes=None):
     if num_layers < 2:
         raise ValueError("the layer figure needs a hierarchical VAE with at least two latent "
                          "layers (model.latent_dim = [D1, D2, ...])")
+    layers = range(num_layers, 1, -1)
+    if getattr(vae, "likelihood_join", None) is not None:
+        layers = [num_layers]
     if axes is None:
         import matplotlib.pyplot as plt
 
-        _, axes = plt.subplots(1, num_layers - 1, figsize=(5 * (num_layers - 1), 5.4),
-                               squeeze=False)
+        _, axes = plt.subplots(1, len(layers), figsize=(5 * len(layers), 5.4), squeeze=False)
         axes = list(axes[0])
     with torch.no_grad():
-        for ax, layer in zip(axes, range(num_layers, 1, -1)):
+        for ax, layer in zip(axes, layers):
             top = vae.sample_layer(num_rows, layer).repeat_interleave(num_cols, dim=0)
             images = vae.sample(num_rows * num_cols, top=top, layer=layer)
             below = f"z{layer - 1}" if layer == 2 else f"z{layer - 1}..z1"

@@ -19,10 +19,10 @@ from .errors import ConfigError
 from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide, RadialGuide,
                      SplineGuide)
 from .hierarchy import (BottomUpGuide, GaussianConditional, HierarchicalVAE, LadderGuide,
-                        TopPosterior)
+                        TopDownGuide, TopPosterior)
 from .likelihoods import (BernoulliLikelihood, ContinuousBernoulliLikelihood,
                           DiscretizedLogisticLikelihood, GaussianLikelihood)
-from .nets import MLP, event_size
+from .nets import MLP, JoinedInputs, event_size
 from .point_mass import DeltaGuide
 from .priors import (ConditionalNormalPrior, FlowPrior, MixtureOfGaussiansPrior,
                      StandardNormalPrior, VampPrior)
@@ -51,7 +51,7 @@ GUIDES = {
 
 
 #: Inference orders of a hierarchical guide (``model.inference``).
-INFERENCE = {"bottom_up": BottomUpGuide, "ladder": LadderGuide}
+INFERENCE = {"bottom_up": BottomUpGuide, "ladder": LadderGuide, "top_down": TopDownGuide}
 
 
 #: Likelihoods by name; each class has ``build(ctx, **options)``.
@@ -158,9 +158,11 @@ def build_vae(model_config, event_shape, image_shape=None):
                           "model.semi_supervised false for a hierarchy")
     if m.hierarchical:
         return _build_hierarchical(m, ctx, dims, hidden)
-    if m.inference != "bottom_up" or not isinstance(m.guide, str):
-        raise ConfigError("model.inference and a list of guides apply to hierarchical VAEs: "
-                          "give model.latent_dim as a list of layer sizes, e.g. [100, 50]")
+    if m.inference != "bottom_up" or not isinstance(m.guide, str) or \
+            m.likelihood_input != "z1" or m.conditional_options:
+        raise ConfigError("model.inference, model.likelihood_input, model.conditional_options "
+                          "and a list of guides apply to hierarchical VAEs: give "
+                          "model.latent_dim as a list of layer sizes, e.g. [100, 50]")
     if m.uses_labels:
         return _build_with_labels(m, ctx, hidden[0])
     guide = build_component(GUIDES, m.guide, "guide", ctx, m.guide_options)
@@ -278,9 +280,9 @@ def _build_with_labels(m, ctx, hidden):
 
 def _build_hierarchical(m, ctx, dims, hidden):
     """The hierarchical branch of :func:`build_vae`: one flat guide per layer (the first
-    on x with ``model.network``; the others MLPs on z_{l-1}, or on the features of the
-    layer below for ladder inference), the top prior, L - 1 Gaussian conditionals and the
-    likelihood on z1."""
+    on x with ``model.network``; the others on z_{l-1}, on the features of the layer below
+    for ladder inference, or on x and z_{l+1} joined for top-down inference), the top prior,
+    L - 1 Gaussian conditionals and the likelihood on z1 (or on every layer joined)."""
     names = m.layer_guides()
     classes = [_lookup(GUIDES, name, "guide") for name in names]
     taken = set().union(*(component_options(cls) for cls in classes))
@@ -288,27 +290,56 @@ def _build_hierarchical(m, ctx, dims, hidden):
     if unknown:
         raise ConfigError(f"no layer's guide takes option(s) {unknown}; the guides {names} take "
                           f"{sorted(taken) or 'none'} (set them in [model.guide_options])")
-    ladder = m.inference == "ladder"
-    layers = []
+    if m.likelihood_input not in ("z1", "all"):
+        raise ConfigError(f"unknown model.likelihood_input {m.likelihood_input!r}; choose 'z1' "
+                          "or 'all'")
+    joined = m.inference == "top_down" or m.likelihood_input == "all"
+    if joined and m.network not in ("mlp", "gated"):
+        raise ConfigError(f"model.network = {m.network!r}: top-down inference and a likelihood "
+                          "reading every layer join flattened inputs; use 'mlp' or 'gated'")
+    inner = m.network if m.network == "gated" else "mlp"  # the layers that do not read x
+
+    def join(sizes, width):
+        return JoinedInputs(sizes, width, inner, m.activation)
+
+    layers, joins = [], []
     for i, (name, cls) in enumerate(zip(names, classes)):
-        if i == 0:
-            layer_ctx = ctx
+        if m.inference == "top_down" and i < len(dims) - 1:
+            joins.append(join((event_size(ctx.event_shape), dims[i + 1]), hidden[i][0]))
+            layer_ctx = BuildContext((joins[-1].out_features,), dims[i], hidden[i],
+                                     m.activation, inner)
+        elif m.inference == "top_down" or i == 0:
+            layer_ctx = dataclasses.replace(ctx, latent_dim=dims[i], hidden=hidden[i])
         else:
-            inputs = (layers[-1].feature_size,) if ladder else (dims[i - 1],)
-            layer_ctx = BuildContext(inputs, dims[i], hidden[i], m.activation)
+            inputs = (layers[-1].feature_size,) if m.inference == "ladder" else (dims[i - 1],)
+            layer_ctx = BuildContext(inputs, dims[i], hidden[i], m.activation, inner)
         layers.append(build_component(GUIDES, name, "guide", layer_ctx,
                                       _options_for(cls, m.guide_options)))
     try:
-        guide = INFERENCE[m.inference](layers)
+        guide = (TopDownGuide(layers, joins, ctx.event_shape) if m.inference == "top_down"
+                 else INFERENCE[m.inference](layers))
     except ValueError as e:
         raise ConfigError(f"model.inference = {m.inference!r}: {e}") from None
     prior = build_component(PRIORS, m.prior, "prior",
                             dataclasses.replace(ctx, latent_dim=dims[-1], hidden=hidden[-1],
                                                 guide=TopPosterior(guide)),
                             m.prior_options)
-    likelihood = build_component(LIKELIHOODS, m.likelihood, "likelihood",
-                                 dataclasses.replace(ctx, hidden=hidden[0][::-1]),
-                                 m.likelihood_options)
-    conditionals = [GaussianConditional(dims[i + 1], dims[i], hidden[i + 1][::-1], m.activation)
-                    for i in range(len(dims) - 1)]
-    return HierarchicalVAE(prior, guide, likelihood, conditionals, event_shape=ctx.event_shape)
+    likelihood_join = join(dims, hidden[0][0]) if m.likelihood_input == "all" else None
+    likelihood = build_component(
+        LIKELIHOODS, m.likelihood, "likelihood",
+        dataclasses.replace(ctx, hidden=hidden[0][::-1], **(
+            {"latent_dim": likelihood_join.out_features, "network": inner}
+            if likelihood_join is not None else {})),
+        m.likelihood_options)
+    unknown = sorted(set(m.conditional_options) - {"log_var_range"})
+    if unknown:
+        raise ConfigError(f"the prior conditionals do not take option(s) {unknown}; their only "
+                          "option is log_var_range (in [model.conditional_options])")
+    try:
+        conditionals = [GaussianConditional(dims[i + 1], dims[i], hidden[i + 1][::-1],
+                                            m.activation, inner, **m.conditional_options)
+                        for i in range(len(dims) - 1)]
+    except ValueError as e:
+        raise ConfigError(f"model.conditional_options: {e}") from None
+    return HierarchicalVAE(prior, guide, likelihood, conditionals, event_shape=ctx.event_shape,
+                           likelihood_join=likelihood_join)
