@@ -8,7 +8,7 @@ Trace_ELBO computes from its traces.
 Two measurements, both alternating between the two loops in one process so that both see
 the same machine state:
 
-The project's trainer uses Adam's fused kernel (see ``pyro_vae.trainer.make_optimizer``);
+The project's trainer uses Adam's fused kernel (see ``pyro_vae.optim.make_optimizer``);
 the plain loop is measured twice: as written straightforwardly (default ``torch.optim.Adam``)
 and with the same fused Adam, which isolates what Pyro's tracing and distribution objects
 cost. Also measured, unless left out: the project's trainer with its networks compiled by

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 from .infer.objectives import OBJECTIVES
+from .optim import OPTIMIZERS
 
 
 @dataclass
@@ -191,6 +192,9 @@ class TrainConfig:
         ``exponential`` (times ``lr_decay`` after each epoch).
     :ivar float lr_decay: the factor of ``exponential``.
     :ivar float clip_norm: clip the gradient's global norm to this (0: no clipping).
+    :ivar str optimizer: ``adam`` (PyTorch's Adam), or ``adam_normgrad``: Adam fed each
+        parameter tensor's gradient divided by its L2 norm, the optimizer of the VampPrior
+        paper's code (Tomczak & Welling 2018, arXiv:1705.07120; see :mod:`pyro_vae.optim`).
     :ivar int patience: stop when the validation ELBO has not improved for this many
         epochs (0: no early stopping); ``best.pt`` always holds the best epoch.
     :ivar float max_minutes: stop after the epoch that would make the next one end past
@@ -219,6 +223,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     lr_decay: float = 1.0
     clip_norm: float = 0.0
+    optimizer: str = "adam"
     patience: int = 0
     max_minutes: float = 0.0
     compile: bool = False
@@ -340,6 +345,9 @@ class Config:
                               "each latent given its sampled parents, which is wrong when the "
                               "guide samples z1 before z2 (bottom-up inference); use objective "
                               "'elbo', or model.inference = 'ladder'")
+        if t.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"{where}: unknown train.optimizer {t.optimizer!r}; choose one of "
+                              f"{list(OPTIMIZERS)}")
         schedules = ("constant", "cosine", "exponential")
         if t.lr_schedule not in schedules:
             raise ConfigError(f"{where}: unknown train.lr_schedule {t.lr_schedule!r}; choose one "

@@ -119,7 +119,7 @@ class Run:
                                warmup_steps=round(t.warmup_epochs * len(batches)),
                                lr_schedule=t.lr_schedule, lr_decay=t.lr_decay,
                                total_steps=t.epochs * len(batches), clip_norm=t.clip_norm,
-                               world=world)
+                               world=world, optimizer=t.optimizer)
         self.best = {"epoch": 0, "validation_elbo": None, "bad_epochs": 0}
         self.elapsed = 0.0
         self.stop_reason = None

@@ -27,6 +27,7 @@ from .distributed import SINGLE, rank_seed
 from .errors import CheckpointError, TrainingDiverged
 from .infer.objectives import ELBO, as_objective
 from .nets import MLP, ConvDecoder, ConvEncoder
+from .optim import OPTIMIZERS, make_optimizer, normalize_gradients
 from .runs import load_weights
 
 
@@ -57,24 +58,6 @@ def set_rng_state(state, batches):
     batches.set_state(state["data"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def make_optimizer(parameters, lr):
-    """Adam (Kingma & Ba 2014, arXiv:1412.6980) with PyTorch's fused kernel.
-
-    The fused kernel computes the same update as the default per-tensor loop in one pass
-    over all parameters: on the baseline network (784-400-50) on 2 CPU cores it took
-    0.5 ms a step instead of 1.9 ms. Parameters of a dtype or device the fused kernel does
-    not take fall back to the default implementation.
-
-    :param parameters: an iterable of tensors to optimize.
-    :param float lr: learning rate.
-    :returns: a :class:`torch.optim.Adam`.
-    """
-    parameters = list(parameters)
-    fusable = all(p.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-                  and p.device.type in ("cpu", "cuda") for p in parameters)
-    return torch.optim.Adam(parameters, lr=lr, fused=fusable or None)
 
 
 class _OwnParameters(Messenger):
@@ -109,6 +92,9 @@ class Trainer:
     :param float lr_decay: see ``lr_schedule``.
     :param int total_steps: the run's planned number of steps (for ``cosine``).
     :param float clip_norm: clip the global gradient norm to this (0: off).
+    :param str optimizer: ``"adam"``, or ``"adam_normgrad"``: each parameter tensor's
+        gradient divided by its L2 norm before the Adam step (see
+        :func:`~pyro_vae.optim.normalize_gradients`; after any clipping).
     :param world: a :class:`~pyro_vae.distributed.World`. With several ranks the loss is
         computed through :class:`~torch.nn.parallel.DistributedDataParallel` (which
         averages the gradients over the ranks) and scaled by the world size, so each step
@@ -124,13 +110,16 @@ class Trainer:
 
     def __init__(self, vae, batches, lr=1e-3, loss=None, beta=1.0, warmup_steps=0,
                  lr_schedule="constant", lr_decay=1.0, total_steps=None, clip_norm=0.0,
-                 world=None):
+                 world=None, optimizer="adam"):
         self.vae = vae
         self.world = SINGLE if world is None else world
         self.batches = batches
         self.loss = as_objective(loss if loss is not None else ELBO())
         self.parameters = [p for p in vae.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.parameters, lr)
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+        self.normalize_gradients = optimizer == "adam_normgrad"
         self.lr, self.beta, self.warmup_steps = float(lr), float(beta), int(warmup_steps)
         self.lr_schedule, self.lr_decay = lr_schedule, float(lr_decay)
         self.total_steps = total_steps
@@ -230,6 +219,8 @@ class Trainer:
             raise TrainingDiverged(f"the gradient became non-finite (NaN or inf) {where} (in "
                                    f"{', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''})",
                                    epoch=self.epoch + 1, step=self.step + 1)
+        if self.normalize_gradients:
+            normalize_gradients(self.parameters)
         lr = self.learning_rate()
         if lr != self._lr_set:
             for group in self.optimizer.param_groups:

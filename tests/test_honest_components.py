@@ -21,7 +21,8 @@ from torch.distributions import Independent, Normal
 from pyro_vae.batches import EpochBatches
 from pyro_vae.guides import DiagonalNormalGuide
 from pyro_vae.priors import ConditionalNormalPrior, StandardNormalPrior
-from pyro_vae.trainer import Trainer, make_optimizer
+from pyro_vae.optim import make_optimizer
+from pyro_vae.trainer import Trainer
 
 
 def diagonal_guide():
