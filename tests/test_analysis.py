@@ -1,5 +1,6 @@
 """Every script in analysis/ and every recipe in models/ is smoke-run with tiny settings."""
 
+import json
 import importlib.util
 from pathlib import Path
 
@@ -300,3 +301,25 @@ def test_reliability_pass_smoke(tmp_path):
     text = out.read_text()
     assert "| verdict | cases |" in text and "| ok | 7 |" in text
     assert "| DATA LOSS | 0 |" in text
+
+
+def test_reproduction_table_compares_a_run_with_its_published_row(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", "vae", "--epochs", "1", "--quiet", "--device", "cpu",
+                     "--data", "digits", "--set", "eval.k=5", "--set", "model.hidden=[16]",
+                     "--out", str(out)]) == 0
+    capsys.readouterr()
+    script = load_script("reproduction")
+    figure = tmp_path / "curves.png"
+    assert script.main(["--run", f"paper_vae={out}", "--run", f"record={out}",
+                        "--figure", str(figure)]) == 0
+    table = capsys.readouterr().out
+    nll = -json.loads((out / "eval.json").read_text())["test_log_likelihood"]
+    assert f"| VAE (gated MLP) | {nll:.2f} +- " in table
+    assert f"{nll - 228.70:+.2f} nats ({(nll - 228.70) / 0.15:+.1f})" in table
+    assert f"{nll - 227.35:+.2f} nats ({(nll - 227.35) / 0.05:+.1f})" in table  # the record
+    assert "| 1 (1) | epoch budget |" in table and figure.stat().st_size > 0
+    with pytest.raises(SystemExit):  # an existing figure is kept
+        script.main(["--run", f"paper_vae={out}", "--figure", str(figure)])
+    with pytest.raises(SystemExit):
+        script.main(["--run", f"paper_vamp={tmp_path / 'missing'}"])
