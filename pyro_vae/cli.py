@@ -11,8 +11,8 @@ import sys
 import warnings
 
 from . import __version__
-from .commands import (cmd_compare, cmd_evaluate, cmd_export, cmd_recipes, cmd_report, cmd_sample,
-                       cmd_score)
+from .commands import (cmd_compare, cmd_evaluate, cmd_export, cmd_pack, cmd_recipes,
+                       cmd_report, cmd_sample, cmd_score)
 from .distributed import SINGLE, launched_by_torchrun
 from .errors import ConfigError, PyroVAEError, TrainingWarning
 from .train_command import cmd_train
@@ -188,6 +188,14 @@ def build_parser():
     sc.add_argument("--overwrite", action="store_true", help="replace an existing file")
     _add_device(sc)
 
+    pk = sub.add_parser("pack", help="a pretrained folder of a finished run, for others",
+                        description="Write a new folder with the weights the run's evaluation "
+                                    "used (best.pt, without optimizer state), its config, "
+                                    "metrics, eval.json and figures; `evaluate` and `sample` "
+                                    "read it like the run.")
+    pk.add_argument("run", help="a finished run folder (with eval.json)")
+    pk.add_argument("--out", required=True, help="the new folder (must not exist)")
+
     sub.add_parser("recipes", help="list the recipes found in models/",
                    description="List the recipe names found in ./models and the source tree.")
     return parser
@@ -205,7 +213,7 @@ DRAWING_COMMANDS = ("train", "sample", "report")
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
             "sample": cmd_sample, "export": cmd_export, "report": cmd_report,
-            "score": cmd_score, "recipes": cmd_recipes}
+            "score": cmd_score, "recipes": cmd_recipes, "pack": cmd_pack}
 
 
 def main(argv=None):

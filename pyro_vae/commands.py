@@ -299,6 +299,16 @@ def cmd_score(args):
     return 0
 
 
+def cmd_pack(args):
+    """``pyro-vae pack RUN --out DEST``: a pretrained folder (see :mod:`pyro_vae.pack`)."""
+    from .pack import pack_run
+
+    sizes = pack_run(args.run, args.out)
+    for name, size in sizes.items():
+        print(f"{Path(args.out) / name}  {size / 1e6:.2f} MB")
+    return 0
+
+
 def cmd_recipes(args):
     """``pyro-vae recipes``: list recipe names."""
     for name in list_recipes():

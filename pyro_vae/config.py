@@ -348,6 +348,10 @@ class Config:
         if t.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{where}: unknown train.optimizer {t.optimizer!r}; choose one of "
                               f"{list(OPTIMIZERS)}")
+        if t.optimizer == "adam_normgrad" and t.clip_norm > 0:
+            raise ConfigError(f"{where}: train.clip_norm = {t.clip_norm} would do nothing with "
+                              "train.optimizer = 'adam_normgrad', which scales every "
+                              "parameter's gradient to norm 1; set clip_norm = 0")
         schedules = ("constant", "cosine", "exponential")
         if t.lr_schedule not in schedules:
             raise ConfigError(f"{where}: unknown train.lr_schedule {t.lr_schedule!r}; choose one "

@@ -186,7 +186,7 @@ class HierarchicalVAE(VAE):
         :returns: dict site -> sampled value.
         """
         batch_size = self.check_input(x)
-        self.register("posterior", *(("conditionals",) if self.posterior.uses_conditionals
+        self.register("posterior", *(("conditionals",) if getattr(self.posterior, "uses_conditionals", False)
                                      else ()))
         with pyro.plate("data", batch_size, dim=-1):
             return self.posterior.sample_latents(x, pyro.sample, self.conditionals)

@@ -20,10 +20,29 @@ def latent_point(vae, x):
     return point_estimate(vae.posterior(x))
 
 
+def decode_mean(vae, layers):
+    """The likelihood's mean given latent values ``layers = [z1, ..., zL]`` (a flat VAE:
+    ``[z]``), each ``(n, D_l)``: only ``z1`` is read unless the likelihood reads every layer
+    (``likelihood_join``, the two-level HVAE of Tomczak & Welling 2018, arXiv:1705.07120)."""
+    if getattr(vae, "likelihood_join", None) is None:
+        return vae.likelihood(layers[0]).mean
+    return vae.decode(layers).mean
+
+
+def layer_points(vae, x):
+    """The point estimates of every latent layer for a batch ``x``, ``[z1, ..., zL]`` (a
+    flat VAE: ``[z]``), each ``(B, D_l)``."""
+    if hasattr(vae, "encode"):
+        values = vae.encode(x)
+        return [values[site] for site in vae.sites]
+    return [latent_point(vae, x)]
+
+
 def plot_traversal(vae, x, image_shape, dims=None, steps=9, span=3.0, ax=None):
     """Latent traversals: from the point estimate of one input, each row sets one latent
     dimension to values evenly spaced in ``[-span, span]`` (prior standard deviations for
-    a standard-normal prior) and decodes (the likelihood's mean).
+    a standard-normal prior) and decodes (the likelihood's mean); in a hierarchy the
+    latent next to the data, z1, is traversed, the layers above kept at their estimates.
 
     :param torch.Tensor x: one datapoint, ``(D_x,)`` or ``(1, D_x)``.
     :param dims: latent dimensions to traverse (default: the first 8).
@@ -31,19 +50,21 @@ def plot_traversal(vae, x, image_shape, dims=None, steps=9, span=3.0, ax=None):
     """
     x = x.reshape(1, -1) if x.dim() == 1 else x[:1]
     with torch.no_grad():
-        z = latent_point(vae, x)[0]
+        layers = layer_points(vae, x)
+        z = layers[0][0]
         dims = list(range(min(8, z.shape[-1]))) if dims is None else list(dims)
         values = torch.linspace(-span, span, steps, device=z.device)
         grid = z.repeat(len(dims) * steps, 1)
         for row, d in enumerate(dims):
             grid[row * steps:(row + 1) * steps, d] = values
-        images = vae.likelihood(grid).mean
+        images = decode_mean(vae, [grid, *(h.expand(grid.shape[0], -1) for h in layers[1:])])
     return plot_images(images, image_shape, nrow=steps, ax=ax,
                        title=f"traversals: rows are latent dims {dims}, from {-span} to {span}")
 
 
 def plot_interpolation(vae, x_a, x_b, image_shape, steps=10, ax=None):
-    """Decoded linear interpolations between the latent point estimates of pairs of inputs.
+    """Decoded linear interpolations between the latent point estimates of pairs of inputs
+    (in a hierarchy, of every layer at once).
 
     :param torch.Tensor x_a: ``(P, D_x)`` first inputs; ``x_b`` the second, same shape.
     :returns: the axes (one row per pair, the inputs' reconstructions at the ends).
@@ -53,10 +74,10 @@ def plot_interpolation(vae, x_a, x_b, image_shape, steps=10, ax=None):
         raise ValueError(f"x_a and x_b must have the same shape, got {tuple(x_a.shape)} and "
                          f"{tuple(x_b.shape)}")
     with torch.no_grad():
-        z_a, z_b = latent_point(vae, x_a), latent_point(vae, x_b)
-        t = torch.linspace(0, 1, steps, device=z_a.device).reshape(1, steps, 1)
-        z = (1 - t) * z_a.unsqueeze(1) + t * z_b.unsqueeze(1)  # (P, steps, D)
-        images = vae.likelihood(z.reshape(-1, z.shape[-1])).mean
+        t = torch.linspace(0, 1, steps, device=x_a.device).reshape(1, steps, 1)
+        layers = [((1 - t) * a.unsqueeze(1) + t * b.unsqueeze(1)).reshape(-1, a.shape[-1])
+                  for a, b in zip(layer_points(vae, x_a), layer_points(vae, x_b))]  # (P steps, D)
+        images = decode_mean(vae, layers)
     return plot_images(images, image_shape, nrow=steps, ax=ax,
                        title="interpolations in latent space (one pair per row)")
 

@@ -298,6 +298,10 @@ def _build_hierarchical(m, ctx, dims, hidden):
         raise ConfigError(f"model.network = {m.network!r}: top-down inference and a likelihood "
                           "reading every layer join flattened inputs; use 'mlp' or 'gated'")
     inner = m.network if m.network == "gated" else "mlp"  # the layers that do not read x
+    if joined and not all(hidden):
+        raise ConfigError(f"model.hidden = {m.hidden!r}: top-down inference and a likelihood "
+                          "reading every layer take the width of each join from the first "
+                          "hidden size of its layer; give every layer at least one")
 
     def join(sizes, width):
         return JoinedInputs(sizes, width, inner, m.activation)
@@ -339,7 +343,7 @@ def _build_hierarchical(m, ctx, dims, hidden):
         conditionals = [GaussianConditional(dims[i + 1], dims[i], hidden[i + 1][::-1],
                                             m.activation, inner, **m.conditional_options)
                         for i in range(len(dims) - 1)]
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"model.conditional_options: {e}") from None
     return HierarchicalVAE(prior, guide, likelihood, conditionals, event_shape=ctx.event_shape,
                            likelihood_join=likelihood_join)

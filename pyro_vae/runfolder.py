@@ -40,6 +40,17 @@ RUN_FILES = ("config.json", "checkpoint.pt", "best.pt", "metrics.jsonl", "eval.j
              "events.out.tfevents.*", MARKER, LOCK)
 
 
+#: The marker command of a packed (pretrained) folder (see :mod:`pyro_vae.pack`).
+PACK_COMMAND = "pack"
+
+
+def is_packed(path):
+    """Whether ``path`` is a packed folder (:func:`pyro_vae.pack.pack_run`): the evaluated
+    weights in ``best.pt``, no ``checkpoint.pt``."""
+    marker = read_marker(path)
+    return marker is not None and marker.get("command") == PACK_COMMAND
+
+
 def is_run_folder(path):
     """Whether ``path`` is a folder that pyro_vae marked as a run folder."""
     return read_marker(path) is not None
@@ -224,10 +235,11 @@ def open_run_folder(run_dir, command="resume"):
     a run of pyro_vae 0.1 (which had no marker), removes temporary files of killed writes.
 
     :returns: the held :class:`RunLock`.
-    :raises RunFolderError: if ``run_dir`` is not a run folder or is in use.
+    :raises RunFolderError: if ``run_dir`` is not a run folder, is a packed folder or is in
+        use.
     """
     run_dir = Path(run_dir)
-    check_run_argument(run_dir, "--resume")
+    check_resumable(run_dir)
     lock = RunLock(run_dir, command).acquire()
     try:
         if not is_run_folder(run_dir):
@@ -239,8 +251,23 @@ def open_run_folder(run_dir, command="resume"):
     return lock
 
 
+def check_resumable(run_dir):
+    """Check that ``run_dir`` is a run folder that training can continue.
+
+    :raises RunFolderError: as :func:`check_run_argument`, or for a packed folder (no
+        optimizer or RNG states to continue from).
+    """
+    check_run_argument(run_dir, "--resume")
+    if is_packed(run_dir):
+        raise RunFolderError(f"{run_dir} is a packed (pretrained) folder: it holds the weights "
+                             "its evaluation used, without the optimizer and RNG states "
+                             "training continues from, so it cannot be resumed; train a new "
+                             "run (--out) instead")
+
+
 def check_run_argument(path, flag="RUN"):
-    """Check that ``path`` names a run folder (holding ``checkpoint.pt``), before any work.
+    """Check that ``path`` names a run folder (holding ``checkpoint.pt``, or ``best.pt`` in a
+    packed folder), before any work.
 
     :raises RunFolderError: for a checkpoint file given instead of its folder (the message
         names the folder to give), a missing path, a file, or a folder without a checkpoint.
@@ -258,6 +285,8 @@ def check_run_argument(path, flag="RUN"):
     if checkpoint.exists() and not checkpoint.is_file():
         raise RunFolderError(f"{flag} {path}: its checkpoint.pt is a folder, not a checkpoint file; "
                              "move it aside")
+    if not checkpoint.is_file() and is_packed(path) and (path / "best.pt").is_file():
+        return  # a packed folder: its weights are in best.pt
     if not checkpoint.is_file():
         if is_run_folder(path):
             raise RunFolderError(f"{flag} {path} was created by pyro-vae train, but no epoch "

@@ -15,9 +15,9 @@ from .checkpoint import atomic_save, load_checkpoint, safe_load
 from .config import Config
 from .registries import build_vae
 from .distributed import resolve_device
-from .errors import CheckpointError, RunFolderError
+from .errors import CheckpointError, ConfigError, RunFolderError
 from .files import write_text
-from .runfolder import check_run_argument
+from .runfolder import check_run_argument, is_packed
 
 
 
@@ -123,7 +123,8 @@ def load_run(run_dir, device="auto", weights="auto"):
 
     :param str weights: ``"last"`` (``checkpoint.pt``), ``"best"`` (``best.pt``, the best
         validation epoch) or ``"auto"``: the best epoch when the run used early stopping
-        (``train.patience``) and has one, as the test evaluation after training does.
+        (``train.patience``) and has one, as the test evaluation after training does. A
+        packed folder (:mod:`pyro_vae.pack`) has only the evaluated weights, in ``best.pt``.
         The best epoch is the one the checkpoint records (see :func:`best_state`).
     :returns: ``(vae, config, checkpoint)`` with the VAE on ``device`` in eval mode.
     :raises RunFolderError: if ``run_dir`` is not a run folder (e.g. a checkpoint file), or
@@ -134,7 +135,13 @@ def load_run(run_dir, device="auto", weights="auto"):
     """
     check_run_argument(run_dir)
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    state = load_checkpoint(run_dir, map_location=device)
+    if is_packed(run_dir):
+        if weights == "last":
+            raise CheckpointError(f"{run_dir} is a packed folder: it holds only the weights its "
+                                  "evaluation used (best.pt), not the last epoch's")
+        state = load_checkpoint(Path(run_dir) / "best.pt", map_location=device)
+    else:
+        state = load_checkpoint(run_dir, map_location=device)
     check_recorded_config(run_dir, state)
     config = Config.from_dict(state["config"], where=f"checkpoint in {run_dir}")
     if weights == "best" or (weights == "auto" and config.train.patience):
@@ -171,6 +178,10 @@ def check_recorded_config(run_dir, state):
     tables = ("model", "data", "train", "eval")
 
     def comparable(d):
+        try:  # defaults filled in: a recipe written before a key existed equals its default
+            d = Config.from_dict(d, where="recorded recipe").to_dict()
+        except ConfigError:
+            pass
         return {**d, "train": {**(d.get("train") or {}), "epochs": None}}
 
     mine, theirs = comparable(state["config"]), comparable(on_disk)

@@ -39,7 +39,7 @@ def cmd_train(args):
     from .checkpoint import load_checkpoint
     from .lock import note_stale
     from .run import Run
-    from .runfolder import (check_run_argument, check_run_folder, create_run_folder,
+    from .runfolder import (check_resumable, check_run_folder, create_run_folder,
                             create_unique_run_folder, open_run_folder)
 
     world = args.world
@@ -49,7 +49,7 @@ def cmd_train(args):
         if changed or args.recipe or args.out or args.overwrite:
             raise ConfigError("--resume continues a run as it was recorded; only --epochs, "
                               "--device and --quiet may be given with it")
-        on_main(world, lambda: check_run_argument(args.resume, "--resume"))
+        on_main(world, lambda: check_resumable(args.resume))
         # rank 0 reads the run; the other ranks (other nodes, maybe) get its recipe
         config = on_main(world, lambda: load_checkpoint(args.resume)["config"])
         config = Config.from_dict(config, where=f"run {args.resume}")

@@ -101,3 +101,22 @@ def test_an_unknown_optimizer_is_refused():
         Config.from_dict({"train": {"optimizer": "sgd"}})
     with pytest.raises(ValueError, match="unknown optimizer"):
         Trainer(Scaled(), EpochBatches(torch.zeros(2), 2, "none", seed=0), optimizer="sgd")
+
+
+def test_clipping_is_refused_where_normalization_would_undo_it():
+    with pytest.raises(ConfigError, match="clip_norm = 1.0 would do nothing"):
+        Config.from_dict({"train": {"optimizer": "adam_normgrad", "clip_norm": 1.0}})
+
+
+def test_the_recipes_optimizer_reaches_the_trainer(tmp_path):
+    from pyro_vae.recipes import apply_overrides, resolve_recipe
+    from pyro_vae.run import Run
+    from pyro_vae.runfolder import prepare_run_folder
+
+    for name, normalized in (("adam", False), ("adam_normgrad", True)):
+        config = apply_overrides(resolve_recipe("vae"), {
+            "data.name": "digits", "model.hidden": [8], "model.latent_dim": 2,
+            "train.optimizer": name})
+        prepare_run_folder(tmp_path / name)
+        run = Run(config, tmp_path / name, device="cpu", quiet=True)
+        assert run.trainer.normalize_gradients is normalized

@@ -1,0 +1,70 @@
+"""Pretrained (packed) run folders: the evaluated weights without training state, read by
+`evaluate` and `sample` as the run itself (issue 16)."""
+
+import json
+
+import pytest
+import torch
+
+from pyro_vae import cli
+from pyro_vae.checkpoint import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pack") / "run"
+    assert cli.main(["train", "vae", "--epochs", "3", "--quiet", "--device", "cpu",
+                     "--data", "digits", "--set", "model.hidden=[32]",
+                     "--set", "train.patience=1", "--set", "eval.k=20",
+                     "--set", "train.tensorboard=false", "--out", str(out)]) == 0
+    return out
+
+
+def test_a_packed_folder_reproduces_the_runs_number(finished_run, tmp_path, capsys):
+    dest = tmp_path / "pretrained"
+    assert cli.main(["pack", str(finished_run), "--out", str(dest)]) == 0
+    names = {p.name for p in dest.iterdir()}
+    assert {"best.pt", "config.json", "metrics.jsonl", "eval.json", ".pyro_vae-run.json"} <= names
+    assert "checkpoint.pt" not in names and not any(n.startswith("loglik-") for n in names)
+    packed = load_checkpoint(dest / "best.pt")
+    assert "optimizer" not in packed and "rng" not in packed
+    recorded = json.loads((finished_run / "eval.json").read_text())
+    assert packed["epoch"] == recorded["evaluated_epoch"]
+    assert (dest / "best.pt").stat().st_size < (finished_run / "checkpoint.pt").stat().st_size / 2
+    # the same estimate from the packed weights (same k, seed, test images)
+    assert cli.main(["evaluate", str(dest), "--k", "20", "--device", "cpu", "--quiet"]) == 0
+    again = json.loads((dest / "eval.json").read_text())
+    assert again["test_log_likelihood"] == pytest.approx(recorded["test_log_likelihood"],
+                                                         abs=1e-9)
+    assert cli.main(["sample", str(dest), "-n", "4", "--device", "cpu"]) == 0
+    assert (dest / "samples-4-seed0.png").exists()
+    capsys.readouterr()
+
+
+def test_a_packed_folder_cannot_be_resumed_or_packed_again(finished_run, tmp_path, capsys):
+    dest = tmp_path / "pretrained"
+    assert cli.main(["pack", str(finished_run), "--out", str(dest)]) == 0
+    before = (dest / "best.pt").read_bytes()
+    assert cli.main(["train", "--resume", str(dest), "--epochs", "5", "--quiet",
+                     "--device", "cpu"]) == 2
+    assert "cannot be resumed" in capsys.readouterr().err
+    assert cli.main(["pack", str(dest), "--out", str(tmp_path / "again")]) == 2
+    assert "already a packed folder" in capsys.readouterr().err
+    assert (dest / "best.pt").read_bytes() == before
+
+
+def test_pack_refuses_an_existing_folder_and_an_unevaluated_run(finished_run, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    assert cli.main(["pack", str(finished_run), "--out", str(mine)]) == 2
+    assert (mine / "notes.txt").read_text() == "keep" and len(list(mine.iterdir())) == 1
+    bare = tmp_path / "bare"
+    assert cli.main(["train", "vae", "--epochs", "1", "--quiet", "--device", "cpu", "--data",
+                     "digits", "--set", "model.hidden=[8]", "--set", "train.tensorboard=false",
+                     "--out", str(bare)]) == 0
+    (bare / "eval.json").unlink()
+    capsys.readouterr()
+    assert cli.main(["pack", str(bare), "--out", str(tmp_path / "p")]) == 2
+    assert "no test estimate" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
