@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import positive_int
+from .model_config import positive_int
 from .errors import ConfigError
 from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide, RadialGuide,
                      SplineGuide)

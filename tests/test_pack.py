@@ -4,7 +4,6 @@
 import json
 
 import pytest
-import torch
 
 from pyro_vae import cli
 from pyro_vae.checkpoint import load_checkpoint
