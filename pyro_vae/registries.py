@@ -2,7 +2,7 @@
 
 Registries are plain dicts from a name to a class (:data:`PRIORS`, :data:`GUIDES`,
 :data:`LIKELIHOODS`, :data:`INFERENCE`); each class has ``build(ctx, **options)``.
-:func:`build_vae` composes the components a :class:`~pyro_vae.config.ModelConfig` names;
+:func:`build_vae` composes the components a :class:`~pyro_vae.model_config.ModelConfig` names;
 :func:`check_model_size` and :func:`check_step_memory` refuse a model that cannot fit in
 memory before it is built.
 """

@@ -232,11 +232,15 @@ class Trainer:
 
     def _non_finite_gradient(self):
         """Whether any gradient holds a NaN or an infinity: the sum of all gradient entries
-        (accumulated in float64, so finite gradients cannot overflow it) is then not finite.
-        One read of each gradient and one synchronization; cheaper than a global norm,
-        which squares every entry first."""
+        is then not finite. The sum is taken in the gradients' own precision (one read of
+        each and one synchronization, cheaper than a global norm, which squares every entry
+        first); only when it is not finite, which finite entries can also cause by
+        overflowing it, is it taken again accumulated in float64, which they cannot
+        overflow."""
         grads = [p.grad for p in self.parameters if p.grad is not None]
         if not grads:
+            return False
+        if math.isfinite(torch.stack([g.sum() for g in grads]).sum().item()):
             return False
         total = torch.stack([g.sum(dtype=torch.float64) for g in grads]).sum()
         return not math.isfinite(total.item())
