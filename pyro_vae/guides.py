@@ -27,6 +27,20 @@ from .nets import flatten_event, make_encoder
 MIN_SCALE = 1e-5
 
 
+def checked_log_var_range(value):
+    """``value`` as a ``(lo, hi)`` pair of floats (``None`` stays ``None``): the range a
+    log-variance is clipped to (Tomczak & Welling 2018, arXiv:1705.07120, use [-6, 2]).
+
+    :raises ValueError: unless it is two numbers with ``lo < hi``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2 \
+            or not float(value[0]) < float(value[1]):
+        raise ValueError(f"log_var_range must be [lo, hi] with lo < hi, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
 class DiagonalNormalGuide(nn.Module):
     """A diagonal Gaussian :math:`q(z|x) = \\mathcal{N}(z; \\mu(x), \\mathrm{diag}\\,\\sigma(x)^2)`.
 
@@ -54,12 +68,7 @@ class DiagonalNormalGuide(nn.Module):
     def __init__(self, event_shape, latent_dim, hidden=(400,), activation="softplus",
                  network="mlp", image_shape=None, *, log_var_range=None):
         super().__init__()
-        if log_var_range is not None:
-            if len(log_var_range) != 2 or not float(log_var_range[0]) < float(log_var_range[1]):
-                raise ValueError(f"log_var_range must be [lo, hi] with lo < hi, got "
-                                 f"{log_var_range}")
-            log_var_range = (float(log_var_range[0]), float(log_var_range[1]))
-        self.log_var_range = log_var_range
+        self.log_var_range = checked_log_var_range(log_var_range)
         self.event_shape = tuple(event_shape)
         self.latent_dim = int(latent_dim)
         self.encoder = make_encoder(network, self.event_shape, image_shape, hidden,

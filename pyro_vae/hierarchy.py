@@ -23,7 +23,7 @@ from torch import nn
 import pyro.distributions as dist
 
 from .errors import ConfigError
-from .guides import MIN_SCALE
+from .guides import MIN_SCALE, checked_log_var_range
 from .hierarchy_guides import BottomUpGuide, LadderGuide, TopDownGuide, TopPosterior, site_name
 from .nets import MLP, GatedMLP
 from .vae import VAE, draw, point_estimate
@@ -62,12 +62,7 @@ class GaussianConditional(nn.Module):
                               f"{network!r}")
         cls = GatedMLP if network == "gated" else MLP
         self.net = cls(self.parent_dim, hidden, 2 * self.latent_dim, activation)
-        if log_var_range is not None:
-            if len(log_var_range) != 2 or not float(log_var_range[0]) < float(log_var_range[1]):
-                raise ValueError(f"log_var_range must be [lo, hi] with lo < hi, got "
-                                 f"{log_var_range}")
-            log_var_range = (float(log_var_range[0]), float(log_var_range[1]))
-        self.log_var_range = log_var_range
+        self.log_var_range = checked_log_var_range(log_var_range)
 
     def forward(self, parent):
         """Return p(z_l | z_{l+1} = parent)."""

@@ -140,7 +140,7 @@ class LadderGuide(BottomUpGuide):
         return self.layers[-1].posterior(features[-1], outputs[-1])
 
 
-class TopDownGuide(nn.Module):
+class TopDownGuide(BottomUpGuide):
     """Top-down inference in which every layer reads the data beside the layer above:
     q(z_L | x) q(z_{L-1} | x, z_L) ... q(z_1 | x, z_2), the two-level HVAE of Tomczak &
     Welling 2018 (VAE with a VampPrior, arXiv:1705.07120, their ``HVAE_2level``). Unlike
@@ -157,16 +157,11 @@ class TopDownGuide(nn.Module):
     the particle dims of the layer above), event ``(D_l,)``.
     """
 
-    uses_conditionals = False
-
     def __init__(self, layers, joins, event_shape):
-        super().__init__()
-        if not layers:
-            raise ValueError("a hierarchical guide needs at least one layer")
+        super().__init__(layers)
         if len(joins) != len(layers) - 1:
             raise ValueError(f"top-down inference over {len(layers)} layers needs "
                              f"{len(layers) - 1} joined inputs (x, z_(l+1)), got {len(joins)}")
-        self.layers = nn.ModuleList(layers)
         self.joins = nn.ModuleList(joins)
         self.event_shape = tuple(event_shape)
         size = event_size(self.event_shape)
@@ -178,16 +173,6 @@ class TopDownGuide(nn.Module):
             if tuple(self.layers[i].event_shape) != (join.out_features,):
                 raise ValueError(f"layer {i + 1} takes inputs of shape {self.layers[i].event_shape}"
                                  f", but its joined inputs give {join.out_features} features")
-
-    @property
-    def latent_dims(self):
-        """``(D_1, ..., D_L)``."""
-        return tuple(layer.latent_dim for layer in self.layers)
-
-    @property
-    def invertible(self):
-        """Whether the top layer's density can be evaluated at any z (VampPrior)."""
-        return getattr(self.layers[-1], "invertible", True)
 
     def sample_latents(self, x, sample, conditionals=None):
         """Draw ``"zL"``, ..., ``"z1"`` top-down (see :meth:`BottomUpGuide.sample_latents`);
