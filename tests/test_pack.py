@@ -67,3 +67,23 @@ def test_pack_refuses_an_existing_folder_and_an_unevaluated_run(finished_run, tm
     assert cli.main(["pack", str(bare), "--out", str(tmp_path / "p")]) == 2
     assert "no test estimate" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()
+
+
+def test_the_committed_record_folder_loads_and_beats_the_published_mlp_vae(tmp_path):
+    """models/pretrained/vamp_90min: its weights load into the model its config describes,
+    it samples, and the number it records is the k = 5000 estimate on all test images."""
+    import shutil
+    from pathlib import Path
+
+    from pyro_vae.runs import load_run
+
+    folder = Path(__file__).resolve().parent.parent / "models" / "pretrained" / "vamp_90min"
+    copy = tmp_path / "vamp_90min"
+    shutil.copytree(folder, copy)
+    vae, config, state = load_run(copy, device="cpu")
+    assert config.name == "vamp_90min" and state["epoch"] == 319
+    assert vae.sample(4).shape == (4, 784)
+    recorded = json.loads((copy / "eval.json").read_text())
+    assert recorded["k"] == 5000 and recorded["num_test"] == 10000
+    assert recorded["test_log_likelihood"] > -228.70
+    assert (folder / "best.pt").stat().st_size < 15e6
