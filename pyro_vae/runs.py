@@ -135,7 +135,8 @@ def load_run(run_dir, device="auto", weights="auto"):
     """
     check_run_argument(run_dir)
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    if is_packed(run_dir):
+    packed = is_packed(run_dir)
+    if packed:
         if weights == "last":
             raise CheckpointError(f"{run_dir} is a packed folder: it holds only the weights its "
                                   "evaluation used (best.pt), not the last epoch's")
@@ -144,7 +145,8 @@ def load_run(run_dir, device="auto", weights="auto"):
         state = load_checkpoint(run_dir, map_location=device)
     check_recorded_config(run_dir, state)
     config = Config.from_dict(state["config"], where=f"checkpoint in {run_dir}")
-    if weights == "best" or (weights == "auto" and config.train.patience):
+    if not packed and (weights == "best" or (weights == "auto" and config.train.patience)):
+        # a packed folder's best.pt is already the evaluated epoch: not read a second time
         best = best_state(run_dir, state, map_location=device)
         if best is not None:
             state = best
