@@ -103,7 +103,9 @@ def build_parser():
     t.add_argument("--overwrite", action="store_true",
                    help="replace an existing run folder given by --out")
     t.add_argument("--resume", metavar="RUN",
-                   help="continue the run in folder RUN from its last checkpoint")
+                   help="continue the run in folder RUN from its last checkpoint; its "
+                        "budget may grow: --epochs N and --set train.max_minutes=M are "
+                        "new totals counted from the run's start")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_device(t)
 

@@ -239,6 +239,11 @@ class Config:
             raise ConfigError(f"{where}: train.lr_decay must be in (0, 1], got {t.lr_decay}")
 
 
+#: The recipe keys ``pyro-vae train --resume`` may change: the run's budget (both new totals
+#: counted from the run's start: epochs, and minutes of training wall time), nothing that
+#: changes what is trained.
+RESUME_BUDGET_KEYS = ("train.epochs", "train.max_minutes")
+
 #: The most particles per datapoint an evaluation accepts (the published protocol: 5000).
 MAX_PARTICLES = 100_000
 

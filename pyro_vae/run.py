@@ -269,6 +269,9 @@ class Run:
                     if t.patience and self.best["bad_epochs"] >= t.patience:
                         self.stop_reason = "early_stopping"
                         break
+                    if t.max_minutes and self.elapsed >= 60 * t.max_minutes:
+                        self.stop_reason = "max_minutes"  # a resumed run's budget is spent
+                        break
                     start = time.perf_counter()
                     try:
                         train_elbo = trainer.train_epoch(bar)

@@ -12,7 +12,7 @@ import torch
 
 from . import infer
 from .checkpoint import atomic_save, load_checkpoint, safe_load
-from .config import Config
+from .config import RESUME_BUDGET_KEYS, Config
 from .registries import build_vae
 from .distributed import resolve_device
 from .errors import CheckpointError, ConfigError, RunFolderError
@@ -160,8 +160,8 @@ def load_run(run_dir, device="auto", weights="auto"):
 
 def check_recorded_config(run_dir, state):
     """Refuse a checkpoint whose recipe is not the one the run folder's ``config.json``
-    records (``train.epochs`` aside, which ``--resume --epochs`` changes): a checkpoint
-    copied in from another run.
+    records (the budget :data:`RESUME_BUDGET_KEYS` aside, which ``--resume`` may change): a
+    checkpoint copied in from another run.
 
     :raises RunFolderError: naming both recipes and the keys that differ, or for a
         damaged ``config.json``.
@@ -184,7 +184,8 @@ def check_recorded_config(run_dir, state):
             d = Config.from_dict(d, where="recorded recipe").to_dict()
         except ConfigError:
             pass
-        return {**d, "train": {**(d.get("train") or {}), "epochs": None}}
+        budget = {key.split(".", 1)[1]: None for key in RESUME_BUDGET_KEYS}
+        return {**d, "train": {**(d.get("train") or {}), **budget}}
 
     mine, theirs = comparable(state["config"]), comparable(on_disk)
     if mine != theirs:

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import Config
+from .config import RESUME_BUDGET_KEYS, Config
 from .distributed import lock_on_main, on_main
 from .errors import ConfigError, TrainingDiverged
 from .recipes import apply_overrides, parse_value, resolve_recipe
@@ -45,16 +45,20 @@ def cmd_train(args):
     world = args.world
     if args.resume:
         changed = _overrides(args)
-        changed.pop("train.epochs", None)
+        budget = {key: changed.pop(key) for key in RESUME_BUDGET_KEYS if key in changed}
         if changed or args.recipe or args.out or args.overwrite:
-            raise ConfigError("--resume continues a run as it was recorded; only --epochs, "
-                              "--device and --quiet may be given with it")
+            raise ConfigError("--resume continues a run as it was recorded; only its budget "
+                              "(--epochs, --set train.max_minutes=N, both new totals), --device "
+                              f"and --quiet may be given with it, not {', '.join(sorted(changed))}"
+                              if changed else
+                              "--resume continues a run as it was recorded in its own folder; "
+                              "a recipe, --out or --overwrite cannot be given with it")
         on_main(world, lambda: check_resumable(args.resume))
         # rank 0 reads the run; the other ranks (other nodes, maybe) get its recipe
         config = on_main(world, lambda: load_checkpoint(args.resume)["config"])
         config = Config.from_dict(config, where=f"run {args.resume}")
-        if args.epochs is not None:
-            config = apply_overrides(config, {"train.epochs": args.epochs})
+        if budget:
+            config = apply_overrides(config, budget)
         out = Path(args.resume)
         lock = lock_on_main(world, lambda: open_run_folder(out, "pyro-vae train --resume"))
     else:

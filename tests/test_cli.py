@@ -121,7 +121,28 @@ def test_resume_extends_a_run(tmp_path, capsys):
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3]
     assert load_checkpoint(out)["epoch"] == 3
     assert cli.main(["train", "--resume", str(out), "--lr", "1"]) == 2
-    assert "only --epochs" in capsys.readouterr().err
+    assert "not train.lr" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(out), "--set", "model.hidden=[8]"]) == 2
+    assert "only its budget" in capsys.readouterr().err
+
+
+def test_resume_grows_a_wall_time_budget(tmp_path):
+    """A run stopped by train.max_minutes continues when --resume gives it a larger total;
+    a budget already spent trains no further epoch."""
+    out = tmp_path / "r"
+    assert cli.main(["train", "--out", str(out), *TINY, "--epochs", "4",
+                     "--set", "train.max_minutes=1e-9"]) == 0
+    assert load_checkpoint(out)["epoch"] == 1
+    assert cli.main(["train", "--resume", str(out), "--quiet",
+                     "--set", "train.max_minutes=2e-9"]) == 0
+    assert load_checkpoint(out)["epoch"] == 1  # the first epoch took longer than the total
+    assert cli.main(["train", "--resume", str(out), "--quiet",
+                     "--set", "train.max_minutes=60"]) == 0
+    state = load_checkpoint(out)
+    assert state["epoch"] == 4 and state["config"]["train"]["max_minutes"] == 60
+    assert json.loads((out / "config.json").read_text())["train"]["max_minutes"] == 60
+    assert [json.loads(x)["epoch"] for x in (out / "metrics.jsonl").read_text().splitlines()] \
+        == [1, 2, 3, 4]
 
 
 def test_overwrite_replaces_only_a_marked_run(tmp_path, capsys):
