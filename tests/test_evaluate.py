@@ -8,6 +8,8 @@ from pyro.infer import Trace_ELBO
 
 from pyro_vae.infer import ModelGuideMismatch, elbo, log_weights
 
+from exact_models import linear_gaussian
+
 
 def test_elbo_matches_pyro_trace_elbo(small_vae, binary_batch):
     """Per-datapoint weights from traces average to Pyro's own Trace_ELBO."""
@@ -33,28 +35,6 @@ def test_shapes_and_seeding(small_vae, binary_batch):
     torch.manual_seed(0)
     elbo(small_vae.model, small_vae.guide, binary_batch, seed=5)
     assert torch.equal(torch.rand(1), r1)
-
-
-def linear_gaussian(W, b, s):
-    """z ~ N(0, I), x ~ N(Wz + b, s^2 I): exact log p(x) = N(x; b, W W^T + s^2 I)."""
-    D, _ = W.shape
-
-    def model(x):
-        with pyro.plate("data", x.shape[0], dim=-1):
-            z = pyro.sample("z", dist.Normal(torch.zeros(W.shape[1]), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z @ W.T + b, s).to_event(1), obs=x)
-
-    cov_post = torch.linalg.inv(torch.eye(W.shape[1]) + W.T @ W / s**2)
-
-    def exact_guide(x):
-        mean = (x - b) @ W @ cov_post.T / s**2
-        with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", dist.MultivariateNormal(mean, covariance_matrix=cov_post))
-
-    def exact(x):
-        return dist.MultivariateNormal(b, W @ W.T + s**2 * torch.eye(D)).log_prob(x)
-
-    return model, exact_guide, exact
 
 
 def test_hand_written_model_exact_posterior_gives_exact_weights():

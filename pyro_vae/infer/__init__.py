@@ -12,6 +12,10 @@ particles are drawn in one outer particle plate, or one at a time with
   (:func:`log_weights`, :func:`particle_traces`, :func:`pair_traces`, :func:`log_weight_parts`);
 - :mod:`~pyro_vae.infer.importance`: the IWAE estimate of log p(x)
   (:func:`log_likelihood`, :class:`LogLikelihoodResult`);
+- :mod:`~pyro_vae.infer.ais`: annealed importance sampling (:func:`ais_log_likelihood`,
+  :class:`AISResult`), on the annealed HMC chains of :mod:`~pyro_vae.infer.annealing`;
+- :mod:`~pyro_vae.infer.bdmc`: bidirectional Monte Carlo bounds on simulated data (:func:`bdmc`);
+- :mod:`~pyro_vae.infer.gaps`: approximation and amortization gaps (:func:`inference_gaps`);
 - :mod:`~pyro_vae.infer.elbo`: the ELBO and its terms (:func:`elbo`, :func:`elbo_terms`);
 - :mod:`~pyro_vae.infer.diagnostics`: Pareto k-hat and standard errors;
 - :mod:`~pyro_vae.infer.comparison`: paired comparison (:func:`compare`);
@@ -23,22 +27,29 @@ particles are drawn in one outer particle plate, or one at a time with
 >>> from pyro_vae.infer import log_likelihood, log_weights, compare
 """
 
+from .ais import AISResult, ais_log_likelihood
+from .annealing import TARGET_ACCEPTANCE, AnnealedChains, sigmoid_schedule
+from .bdmc import BDMCResult, bdmc, simulate
 from .chunks import (batch_args, batch_size_of, check_data, data_fingerprint, device_of,
                      map_chunks, rows, seeded, to_device)
 from .comparison import Comparison, compare
 from .diagnostics import (FLAT_WEIGHTS_NATS, MIN_PARTICLES_KHAT, MIN_TAIL_DISTINCT, flat_weights,
                           pareto_khat, standard_error, tail_length, tied_tail)
 from .elbo import elbo, elbo_terms
+from .gaps import LOG_LIKELIHOOD_METHODS, GapsResult, inference_gaps
 from .importance import LogLikelihoodResult, default_k_sweep, log_likelihood
 from .latents import LatentReport, latent_report
 from .objectives import (ELBO, OBJECTIVES, DReGIWAEObjective, FreeBitsELBO, IWAEObjective,
                          ScaleLatents, SemiSupervisedELBO, make_objective)
 from .traces import (PARTICLE_PLATE, ModelGuideMismatch, ParticleBroadcastError, data_nesting,
-                     data_plate_dim, datapoint_sum, factorized_base, is_sample, latent_order,
+                     data_plate_dim, datapoint_sum, factorized_base, is_auxiliary, is_sample, latent_order,
                      log_weight_parts, log_weights, pair_traces, particle_traces, per_datapoint,
                      plate_nesting, with_kwargs)
 
 __all__ = [
+    "AISResult", "AnnealedChains", "BDMCResult", "GapsResult", "LOG_LIKELIHOOD_METHODS",
+    "TARGET_ACCEPTANCE", "ais_log_likelihood", "bdmc", "inference_gaps", "is_auxiliary",
+    "sigmoid_schedule", "simulate",
     "Comparison", "DReGIWAEObjective", "ELBO", "FLAT_WEIGHTS_NATS", "FreeBitsELBO",
     "IWAEObjective", "LatentReport", "LogLikelihoodResult", "MIN_PARTICLES_KHAT",
     "MIN_TAIL_DISTINCT", "ModelGuideMismatch", "OBJECTIVES", "PARTICLE_PLATE",

@@ -46,6 +46,13 @@ def is_sample(site):
     return site["type"] == "sample" and not site_is_subsample(site)
 
 
+def is_auxiliary(site):
+    """True for a guide's auxiliary sample site (``infer={"is_auxiliary": True}``, as
+    Pyro's autoguides draw ``z_unconstrained`` before the site ``z`` itself): part of
+    q's density, not a latent of the model."""
+    return is_sample(site) and bool(site["infer"].get("is_auxiliary"))
+
+
 def with_kwargs(fn, kwargs):
     """``fn`` with the keyword arguments ``kwargs`` bound (``fn`` itself when there are none).
 
@@ -237,10 +244,15 @@ def check_densities(guide_trace):
     """Refuse a guide whose latent site is a point mass (``Delta``): its samples have no
     density, so ``log p(x, z) - log q(z|x)`` is not an importance weight and the average
     would not bound log p(x). Evaluate such a guide through a proposal with a density
-    (e.g. a Gaussian around the point).
+    (e.g. a Gaussian around the point). A guide with auxiliary sites (Pyro's autoguides,
+    e.g. :class:`~pyro.infer.autoguide.AutoNormal`) passes: its Delta sites are transforms
+    of the auxiliary draws whose ``log_density`` is the Jacobian.
 
     :raises ModelGuideMismatch: naming the site.
     """
+    if any(is_auxiliary(site) for site in guide_trace.nodes.values()):
+        return  # Pyro's autoguides: each Delta is a transform of auxiliary draws, its
+        # log_density the Jacobian, so the guide's sites together have a density
     for name, site in guide_trace.nodes.items():
         if is_sample(site) and not site["is_observed"]:
             fn = site["fn"]
@@ -266,7 +278,7 @@ def pair_traces(model, guide, x):
     model_latents = {n for n, s in model_trace.nodes.items()
                      if is_sample(s) and not s["is_observed"]}
     guide_latents = {n for n, s in guide_trace.nodes.items()
-                     if is_sample(s) and not s["is_observed"]}
+                     if is_sample(s) and not s["is_observed"] and not is_auxiliary(s)}
     if not any(is_sample(s) and s["is_observed"] for s in model_trace.nodes.values()):
         raise ModelGuideMismatch("the model has no observed site (pyro.sample(..., obs=x)); "
                                  "there is no likelihood to evaluate")

@@ -1,0 +1,235 @@
+"""The inference gap of an amortized guide, split into its approximation and amortization
+parts (Cremer et al. 2018, arXiv:1801.03558), for any Pyro model/guide pair.
+
+Per datapoint::
+
+    log p(x) - ELBO(q_amortized) = [log p(x) - ELBO(q*)] + [ELBO(q*) - ELBO(q_amortized)]
+                                    approximation gap      amortization gap
+
+where ``q*`` is the best guide of a fixed family for that datapoint alone: here Pyro's
+:class:`~pyro.infer.autoguide.AutoNormal` (a diagonal Gaussian per latent site, in each
+site's unconstrained space), fitted inside the data plate with Pyro's ``Trace_ELBO``, one
+set of local parameters per datapoint, started at the amortized guide's output. log p(x) is
+the best estimate available: AIS (:func:`~pyro_vae.infer.ais_log_likelihood`) or, if asked,
+the IWAE bound.
+
+The local family is the amortized guide's family when that guide is a diagonal Gaussian
+(the usual VAE encoder). For a richer guide (a flow, a structured hierarchy) the local
+diagonal Gaussian is a poorer family and the amortization gap can come out negative: the
+decomposition then compares families, and says so by its sign.
+"""
+
+import time
+from dataclasses import dataclass
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO
+from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide.utils import deep_setattr
+from pyro.nn import PyroParam
+from torch.distributions import biject_to
+
+from .ais import check_ais_settings, step_size_schedule
+from .annealing import AnnealedChains, log_mean_exp, sigmoid_schedule
+from .chunks import batch_args, check_data, data_fingerprint, map_chunks
+from .diagnostics import standard_error
+from .traces import factorized_base, is_sample, log_weights, particle_traces, prepare_estimate
+
+#: The estimates of log p(x) :func:`inference_gaps` can use.
+LOG_LIKELIHOOD_METHODS = ("ais", "iwae")
+
+
+@dataclass
+class GapsResult:
+    """Per-datapoint ELBOs, log p(x) and the two parts of the inference gap, each ``(N,)``
+    in nats on the CPU.
+
+    :ivar elbo: the amortized guide's ELBO (mean of ``num_particles`` log weights).
+    :ivar local_elbo: the ELBO of the locally fitted diagonal Gaussian (the same estimate).
+    :ivar log_likelihood: AIS (or IWAE) estimate of log p(x).
+    :ivar str method: ``"ais"`` or ``"iwae"``.
+    :ivar dict settings: the settings of the estimates and of the local fit.
+    :ivar str fingerprint: :func:`~pyro_vae.infer.data_fingerprint` of the data.
+    :ivar float seconds: wall time.
+    """
+
+    elbo: torch.Tensor
+    local_elbo: torch.Tensor
+    log_likelihood: torch.Tensor
+    method: str
+    settings: dict
+    fingerprint: str
+    seconds: float = 0.0
+
+    @property
+    def approximation_gap(self):
+        """``(N,)`` log p(x) - local ELBO: what the guide family costs, nats."""
+        return self.log_likelihood - self.local_elbo
+
+    @property
+    def amortization_gap(self):
+        """``(N,)`` local ELBO - amortized ELBO: what sharing one encoder costs, nats."""
+        return self.local_elbo - self.elbo
+
+    @property
+    def inference_gap(self):
+        """``(N,)`` log p(x) - amortized ELBO, the sum of the two gaps, nats."""
+        return self.log_likelihood - self.elbo
+
+    def summary(self):
+        """A JSON-safe dict: each quantity's mean and standard error across datapoints."""
+        out = {}
+        for name in ("elbo", "local_elbo", "log_likelihood", "approximation_gap",
+                     "amortization_gap", "inference_gap"):
+            values = getattr(self, name)
+            out[name], out[f"{name}_se"] = float(values.mean()), standard_error(values)
+        return {**out, "method": self.method, "settings": dict(self.settings),
+                "num_test": int(self.elbo.shape[0]), "fingerprint": self.fingerprint,
+                "seconds": self.seconds}
+
+
+def local_guide(model, guide, x, nesting, num_draws=100):
+    """An :class:`~pyro.infer.autoguide.AutoNormal` of ``model`` on the chunk ``x``, its
+    locations and scales set to the amortized guide's: read off the guide's distribution
+    where a site is a factorized Normal not depending on other latents, else the mean and
+    standard deviation of ``num_draws`` guide draws (in unconstrained space).
+
+    Call inside a fresh param store scope (``pyro.get_param_store().scope()``).
+
+    :returns: the AutoNormal, set up on ``x``.
+    """
+    auto = AutoNormal(model)
+    with torch.no_grad(), pyro.poutine.block():
+        auto(*batch_args(x))
+        _, trace, _ = particle_traces(model, guide, x, num_draws, nesting)
+    for name, site in trace.nodes.items():
+        if not is_sample(site) or site["is_observed"]:
+            continue
+        base = factorized_base(site["fn"])
+        if isinstance(base, torch.distributions.Normal) and \
+                _constant_over_draws(base.loc) and _constant_over_draws(base.scale):
+            loc, scale = _first_draw(base.loc), _first_draw(base.scale)
+        else:
+            u = biject_to(site["fn"].support).inv(site["value"])
+            loc, scale = u.mean(0), u.std(0).clamp(min=1e-4)
+        proto = auto.prototype_trace.nodes[name]
+        # the unconstrained event dim, as AutoNormal computes it
+        event_dim = proto["fn"].event_dim + biject_to(proto["fn"].support).inv(
+            proto["value"]).dim() - proto["value"].dim()
+        shape = getattr(auto.locs, name).shape
+        deep_setattr(auto.locs, name, PyroParam(loc.detach().expand(shape).clone(),
+                                                torch.distributions.constraints.real, event_dim))
+        deep_setattr(auto.scales, name, PyroParam(scale.detach().expand(shape).clone(),
+                                                  auto.scale_constraint, event_dim))
+    return auto
+
+
+def _constant_over_draws(t):
+    """Whether a tensor from a particle-plate trace is the same for every particle."""
+    return t.dim() == 0 or t.shape[0] == 1 or bool((t == t[:1]).all())
+
+
+def _first_draw(t):
+    return t[0] if t.dim() > 0 else t
+
+
+def fit_local(model, auto, x, nesting, steps, lr, num_particles):
+    """Fit the AutoNormal ``auto`` to ``model`` on the chunk ``x`` by ``steps`` Adam steps on
+    Pyro's ``Trace_ELBO`` (``num_particles`` particles, vectorized), the learning rate
+    decaying from ``lr`` to ``lr / 100`` along a cosine. Only ``auto``'s own
+    parameters move: gradients are taken with respect to them alone."""
+    loss_fn = Trace_ELBO(num_particles=int(num_particles), vectorize_particles=True,
+                         max_plate_nesting=nesting).differentiable_loss
+    with torch.enable_grad():
+        params = [p for p in auto.parameters()]
+        optimizer = torch.optim.Adam(params, lr=lr)
+        # cosine decay to 1% of lr: the noise of the stochastic gradients dies out at the end
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(int(steps), 1),
+                                                              eta_min=lr / 100)
+        for _ in range(int(steps)):
+            loss = loss_fn(model, auto, *batch_args(x))
+            grads = torch.autograd.grad(loss, params)
+            for p, g in zip(params, grads):
+                p.grad = g
+            optimizer.step()
+            schedule.step()
+
+
+def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
+                   local_steps=500, local_lr=0.01, local_particles=10, num_chains=16,
+                   num_steps=500, num_leapfrog=10, step_size=None, pilot_chains=4,
+                   initial_step_size=0.05, batch_size=100, seed=0, device=None, data_plate="data",
+                   progress=False, world=None, model_kwargs=None, guide_kwargs=None):
+    """Per datapoint: the amortized ELBO, the ELBO of a local diagonal Gaussian fitted to
+    that datapoint alone, log p(x), and the approximation and amortization gaps between
+    them (Cremer et al. 2018, arXiv:1801.03558; see the module's docstring).
+
+    :param callable model: a Pyro model following the plate contract.
+    :param callable guide: its amortized guide.
+    :param data: ``(N, *event_shape)``, or a tuple of model arguments.
+    :param str log_likelihood: ``"ais"`` (:func:`~pyro_vae.infer.ais_log_likelihood` with
+        ``num_chains``, ``num_steps``, ``num_leapfrog``, ``step_size``, ``pilot_chains``,
+        ``initial_step_size``) or ``"iwae"`` (the IWAE bound with ``k = num_chains *
+        num_steps`` particles: the same number of model evaluations as AIS, roughly).
+    :param int num_particles: particles of each ELBO estimate.
+    :param int local_steps: Adam steps of the local fit.
+    :param float local_lr: its learning rate.
+    :param int local_particles: particles of the local fit's ELBO gradient.
+    :param int batch_size: datapoints per chunk (each chunk is fitted jointly; the
+        datapoints' local parameters do not interact).
+    :param int seed: seeds everything, chunk by chunk.
+    :returns: :class:`GapsResult`.
+    :raises ValueError: for bad data or settings, or an unknown ``log_likelihood``.
+    :raises ModelGuideMismatch: see :func:`~pyro_vae.infer.ais_log_likelihood`.
+    """
+    if log_likelihood not in LOG_LIKELIHOOD_METHODS:
+        raise ValueError(f"log_likelihood must be one of {LOG_LIKELIHOOD_METHODS}, got "
+                         f"{log_likelihood!r}")
+    check_data(data, num_particles, batch_size, 1)
+    check_ais_settings(num_chains, num_steps, num_leapfrog, step_size, pilot_chains)
+    for name, value in (("local_steps", local_steps), ("local_particles", local_particles)):
+        if int(value) != value or value < 0 or (name == "local_particles" and value < 1):
+            raise ValueError(f"{name} must be a non-negative integer (local_particles at "
+                             f"least 1), got {value}")
+    if not local_lr > 0:
+        raise ValueError(f"local_lr must be positive, got {local_lr}")
+    start_time = time.perf_counter()
+    model, guide, device, nesting = prepare_estimate(model, guide, data, batch_size, seed, device,
+                                                     model_kwargs, guide_kwargs)
+    betas = sigmoid_schedule(num_steps)
+    k = int(num_chains) * int(num_steps)
+
+    def elbo_of(q, x):
+        return log_weights(model, q, x, num_particles, data_plate, nesting).double().mean(0)
+
+    def compute(x):
+        out = {"elbo": elbo_of(guide, x)}
+        with pyro.get_param_store().scope():
+            auto = local_guide(model, guide, x, nesting)
+            fit_local(model, auto, x, nesting, local_steps, local_lr, local_particles)
+            out["local_elbo"] = elbo_of(auto, x)
+        if log_likelihood == "ais":
+            eps = step_size_schedule(model, guide, x, betas, step_size, num_leapfrog,
+                                     pilot_chains, initial_step_size, data_plate, nesting)
+            chains = AnnealedChains(model, guide, x, num_chains, data_plate, nesting)
+            out["ll"] = log_mean_exp(chains.run(betas, eps, num_leapfrog)[0])
+        else:
+            lw = torch.cat([log_weights(model, guide, x, min(500, k - s), data_plate, nesting)
+                            for s in range(0, k, 500)]).double()
+            out["ll"] = log_mean_exp(lw)
+        return out
+
+    with pyro.validation_enabled(False):
+        out = map_chunks(compute, data, batch_size, seed, device, world, progress,
+                         desc="inference gaps")
+    settings = {"num_particles": int(num_particles), "local_steps": int(local_steps),
+                "local_lr": float(local_lr), "local_particles": int(local_particles),
+                "local_family": "AutoNormal"}
+    settings.update({"num_chains": int(num_chains), "num_steps": int(num_steps),
+                     "num_leapfrog": int(num_leapfrog),
+                     "step_size": "pilot" if step_size is None else float(step_size)}
+                    if log_likelihood == "ais" else {"k": k})
+    return GapsResult(elbo=out["elbo"], local_elbo=out["local_elbo"], log_likelihood=out["ll"],
+                      method=log_likelihood, settings=settings,
+                      fingerprint=data_fingerprint(data), seconds=time.perf_counter() - start_time)
