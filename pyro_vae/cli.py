@@ -1,5 +1,5 @@
 """The ``pyro-vae`` command line: ``train``, ``evaluate``, ``compare``, ``sample``, ``export``,
-``recipes``.
+``report``, ``score``, ``pack``, ``bdmc``, ``gaps``, ``recipes``.
 
 Every command is a function of ``argv`` (:func:`main`), so it can be run in-process.
 Errors caused by bad input print one message that says what was wrong and what to do,
@@ -14,6 +14,8 @@ from . import __version__
 from .commands import (cmd_compare, cmd_evaluate, cmd_export, cmd_pack, cmd_recipes,
                        cmd_report, cmd_sample, cmd_score)
 from .distributed import SINGLE, launched_by_torchrun
+from .estimate_commands import EVALUATION_METHODS, cmd_bdmc, cmd_gaps
+from .infer.gaps import LOG_LIKELIHOOD_METHODS
 from .errors import ConfigError, PyroVAEError, TrainingWarning
 from .train_command import cmd_train
 
@@ -70,6 +72,30 @@ def _add_eval_options(p):
     _add_device(p)
 
 
+def _add_ais_options(p, num_test_help):
+    """The options of the AIS-based commands (chains, steps, leapfrog, step size, images)."""
+    p.add_argument("--num-test", type=int, default=1000, help=num_test_help)
+    p.add_argument("--num-chains", type=positive_int, default=16,
+                   help="AIS chains per image (default 16)")
+    p.add_argument("--num-steps", type=positive_int, default=500,
+                   help="AIS intermediate distributions (default 500)")
+    p.add_argument("--num-leapfrog", type=positive_int, default=10,
+                   help="leapfrog steps per HMC transition (default 10)")
+    p.add_argument("--step-size", type=_positive_float, default=None,
+                   help="one fixed leapfrog step size (default: tuned per image and "
+                        "temperature in a pilot run)")
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def build_parser():
     """The argparse parser of ``pyro-vae``."""
     parser = argparse.ArgumentParser(
@@ -116,6 +142,38 @@ def build_parser():
                                    "units; print a table and merge the numbers into RUN/eval.json.")
     e.add_argument("run", help="run folder")
     _add_eval_options(e)
+    e.add_argument("--method", choices=EVALUATION_METHODS, default="iwae",
+                   help="iwae (default): the importance-weighted bound with --k particles; "
+                        "ais: annealed importance sampling with HMC (Wu et al. 2017), about "
+                        "two orders of magnitude dearer, on the first --num-test images")
+    _add_ais_options(e, "ais: the first N test images (default 1000; 0: all)")
+
+    for name, helptext, description in (
+            ("bdmc", "lower and upper AIS bounds on data simulated from the model",
+             "Simulate (z, x) from the run's model, one per test image, and bound log p(x) "
+             "from below (forward AIS from the guide) and above (reverse AIS from the "
+             "simulated z); the gap says how far AIS with these settings is from log p(x). "
+             "Writes RUN/bdmc.json (Grosse et al. 2015, arXiv:1511.02543)."),
+            ("gaps", "approximation and amortization gaps of the guide",
+             "Per test image: the guide's ELBO, the ELBO of a diagonal Gaussian fitted to "
+             "that image alone (Pyro's AutoNormal), and log p(x) (AIS or IWAE); writes "
+             "RUN/gaps.json (Cremer et al. 2018, arXiv:1801.03558).")):
+        g = sub.add_parser(name, help=helptext, description=description)
+        g.add_argument("run", help="run folder")
+        _add_ais_options(g, "images: the first N test images (default 1000; 0: all)")
+        g.add_argument("--batch-size", type=positive_int,
+                       help="images per chunk (default: the recipe's)")
+        g.add_argument("--seed", type=seed_int, help="seed (default: the recipe's eval.seed)")
+        g.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_device(g)
+        if name == "gaps":
+            g.add_argument("--log-likelihood", choices=LOG_LIKELIHOOD_METHODS, default="ais",
+                           help="the estimate of log p(x) (default ais; iwae uses "
+                                "num-chains x num-steps particles)")
+            g.add_argument("--local-steps", type=positive_int, default=500,
+                           help="Adam steps of each image's local Gaussian (default 500)")
+            g.add_argument("--local-lr", type=_positive_float, default=0.01,
+                           help="their learning rate (default 0.01, cosine decay)")
 
     c = sub.add_parser("compare", help="paired comparison of two runs' test log-likelihoods",
                        description="Estimate both runs' test log-likelihoods on the same test "
@@ -215,7 +273,8 @@ DRAWING_COMMANDS = ("train", "sample", "report")
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
             "sample": cmd_sample, "export": cmd_export, "report": cmd_report,
-            "score": cmd_score, "recipes": cmd_recipes, "pack": cmd_pack}
+            "score": cmd_score, "recipes": cmd_recipes, "pack": cmd_pack, "bdmc": cmd_bdmc,
+            "gaps": cmd_gaps}
 
 
 def main(argv=None):

@@ -9,47 +9,21 @@ from pathlib import Path
 
 from .distributed import SINGLE, lock_on_main, on_main
 from .errors import ConfigError
-from .recipes import apply_overrides, list_recipes
+from .recipes import list_recipes
 from .tables import evaluation_rows, print_table
 
 
 def _evaluate_run(run, args, reuse=False, test_sets=None):
     """Load a run, its test set, and evaluate it with the command-line options.
 
-    ``test_sets`` caches test sets by data settings, so that runs on the same data share one.
     Returns ``(summary, result, state, proposal)``: ``summary`` is ``None`` for a reused
-    result; ``proposal`` describes the proposal of a point-mass guide (``None`` for a guide
-    that is its own proposal, see :meth:`~pyro_vae.vae.VAE.proposal`).
+    result; ``proposal`` as in :func:`load_for_evaluation`.
     """
-    from .batches import prepare_eval_splits
-    from .datasets import data_fingerprint, load_dataset
-    from .distributed import resolve_device
     from .infer import data_fingerprint as tensor_fingerprint
-    from .runs import check_data_source, evaluate_run, load_result, load_run, save_result
+    from .runs import evaluate_run, load_for_evaluation, load_result, save_result
 
     world = getattr(args, "world", None) or SINGLE
-    device = world.device if world.distributed else resolve_device(args.device)
-    vae, config, state = load_run(run, device)
-    proposal = getattr(vae.proposal(), "description", None)
-    overrides = {f"eval.{key}": getattr(args, key) for key in ("k", "batch_size",
-                                                               "particle_batch", "seed")
-                 if getattr(args, key) is not None}
-    config = apply_overrides(config, overrides)
-    key = (config.data.name, config.data.data_dir, config.data.binarization)
-    test_sets = {} if test_sets is None else test_sets
-    if key not in test_sets:
-        data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
-        test_sets[key] = (prepare_eval_splits(data, config.data.binarization)[1],
-                          data.test_labels, data_fingerprint(data))
-        del data
-    test, labels, source = test_sets[key]
-    check_data_source(state.get("data_source"), source, run,
-                      "its test log-likelihood would be of other images. Give the original "
-                      "files, or score other data deliberately with  pyro-vae score RUN --data ...")
-    if getattr(vae, "conditional", False):  # log p(x | y): the model reads the labels too
-        if labels is None:
-            raise ConfigError(f"{run} is a conditional model, but its data has no test labels")
-        test = (test, labels)
+    vae, config, state, test, device, proposal = load_for_evaluation(run, args, test_sets)
     cached = load_result(run, config.eval.k, config.eval.seed) if reuse else None
     if cached is not None and cached.fingerprint == tensor_fingerprint(test):
         return None, cached, state, proposal
@@ -74,6 +48,13 @@ def cmd_evaluate(args):
     lock = lock_on_main(world, lambda: RunLock(args.run, "pyro-vae evaluate").acquire())
     try:
         on_main(world, lambda: (read_eval_json(args.run), remove_temporary_files(args.run)))
+        if getattr(args, "method", "iwae") == "ais":
+            from .estimate_commands import evaluate_ais
+
+            if world.distributed:
+                raise ConfigError("pyro-vae evaluate --method ais runs in one process; "
+                                  "start it without torchrun")
+            return evaluate_ais(args)
         summary, _, state, _ = _evaluate_run(args.run, args)
         if not world.is_main:
             return 0

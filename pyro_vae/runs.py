@@ -14,7 +14,7 @@ from . import infer
 from .checkpoint import atomic_save, load_checkpoint, safe_load
 from .config import RESUME_BUDGET_KEYS, Config
 from .registries import build_vae
-from .distributed import resolve_device
+from .distributed import SINGLE, resolve_device
 from .errors import CheckpointError, ConfigError, RunFolderError
 from .files import write_text
 from .runfolder import check_run_argument, is_packed
@@ -324,3 +324,46 @@ def load_result(run_dir, k, seed):
         return infer.LogLikelihoodResult.from_state_dict(state)
     except (CheckpointError, TypeError):
         return None
+
+
+def load_for_evaluation(run, args, test_sets=None):
+    """A run's model and its test set as the model sees it, on the device of ``args``.
+
+    ``test_sets`` caches test sets by data settings, so that runs on the same data share one.
+    Returns ``(vae, config, state, test, device, proposal)``: ``config`` with the ``[eval]``
+    overrides of ``args`` applied (``k``, ``batch_size``, ``particle_batch``, ``seed``
+    where given); ``test`` a tensor, or ``(x, y)`` for a conditional model; ``proposal``
+    describes the proposal of a point-mass guide (``None`` for a guide that is its own
+    proposal, see :meth:`~pyro_vae.vae.VAE.proposal`).
+
+    :raises ConfigError: for a conditional model whose data has no test labels.
+    :raises RunFolderError, CheckpointError, DataError: from loading the run and its data
+        (e.g. data files that are not the ones the run was trained on).
+    """
+    from .batches import prepare_eval_splits
+    from .datasets import data_fingerprint, load_dataset
+    from .recipes import apply_overrides
+
+    world = getattr(args, "world", None) or SINGLE
+    device = world.device if world.distributed else resolve_device(args.device)
+    vae, config, state = load_run(run, device)
+    proposal = getattr(vae.proposal(), "description", None)
+    overrides = {f"eval.{key}": getattr(args, key, None) for key in ("k", "batch_size",
+                                                                     "particle_batch", "seed")}
+    config = apply_overrides(config, {k: v for k, v in overrides.items() if v is not None})
+    key = (config.data.name, config.data.data_dir, config.data.binarization)
+    test_sets = {} if test_sets is None else test_sets
+    if key not in test_sets:
+        data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
+        test_sets[key] = (prepare_eval_splits(data, config.data.binarization)[1],
+                          data.test_labels, data_fingerprint(data))
+        del data
+    test, labels, source = test_sets[key]
+    check_data_source(state.get("data_source"), source, run,
+                      "its test log-likelihood would be of other images. Give the original "
+                      "files, or score other data deliberately with  pyro-vae score RUN --data ...")
+    if getattr(vae, "conditional", False):  # log p(x | y): the model reads the labels too
+        if labels is None:
+            raise ConfigError(f"{run} is a conditional model, but its data has no test labels")
+        test = (test, labels)
+    return vae, config, state, test, device, proposal

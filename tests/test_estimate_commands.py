@@ -1,0 +1,69 @@
+"""``pyro-vae evaluate --method ais``, ``pyro-vae bdmc`` and ``pyro-vae gaps``, in-process."""
+
+import json
+
+import pytest
+import torch
+
+from pyro_vae import cli
+
+TINY = ["--quiet", "--epochs", "2", "--batch-size", "200", "--latent-dim", "4",
+        "--set", "model.hidden=[16]", "--device", "cpu"]
+FAST = ["--num-test", "12", "--num-chains", "3", "--num-steps", "6", "--num-leapfrog", "2",
+        "--quiet", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    assert cli.main(["train", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_evaluate_ais_adds_its_numbers_beside_the_iwae_ones(run, capsys):
+    before = json.loads((run / "eval.json").read_text())
+    assert cli.main(["evaluate", str(run), "--method", "ais", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "log p(x), AIS" in out and "AIS - IWAE (k=100), same images" in out
+    after = json.loads((run / "eval.json").read_text())
+    assert after["test_log_likelihood"] == before["test_log_likelihood"]  # IWAE kept
+    assert after["test_log_likelihood_ais_settings"] == {
+        "num_chains": 3, "num_steps": 6, "num_leapfrog": 2, "step_size": "pilot",
+        "schedule": "sigmoid", "seed": 0}
+    assert after["test_log_likelihood_ais_num_test"] == 12
+    saved = torch.load(run / "ais-T6-C3-L2-pilot-seed0-n12.pt", weights_only=True)
+    assert saved["format"] == "pyro_vae.ais" and saved["log_likelihood"].shape == (12,)
+    assert after["test_log_likelihood_ais"] == pytest.approx(float(saved["log_likelihood"].mean()))
+    assert after["test_log_likelihood_ais_minus_iwae"] == pytest.approx(
+        after["test_log_likelihood_ais"] - after["test_log_likelihood_ais_iwae_same_images"])
+
+
+def test_bdmc_and_gaps_keep_one_entry_per_setting(run, capsys):
+    assert cli.main(["bdmc", str(run), *FAST]) == 0
+    assert "upper bound (reverse AIS)" in capsys.readouterr().out
+    assert cli.main(["bdmc", str(run), *FAST, "--num-steps", "3"]) == 0
+    assert cli.main(["bdmc", str(run), *FAST, "--num-steps", "3"]) == 0  # replaces its entry
+    entries = json.loads((run / "bdmc.json").read_text())["entries"]
+    assert [e["bdmc_settings"]["num_steps"] for e in entries] == [6, 3]
+    assert all(e["bdmc_num_simulated"] == 12 and e["bdmc_upper"] > e["bdmc_lower"] - 1
+               for e in entries)
+    assert cli.main(["gaps", str(run), *FAST, "--log-likelihood", "iwae", "--local-steps",
+                     "5"]) == 0
+    assert "amortization gap" in capsys.readouterr().out
+    (entry,) = json.loads((run / "gaps.json").read_text())["entries"]
+    assert entry["method"] == "iwae" and entry["settings"]["k"] == 18
+    assert entry["inference_gap"] == pytest.approx(
+        entry["approximation_gap"] + entry["amortization_gap"])
+
+
+def test_bad_estimator_input_is_refused(run, capsys):
+    assert cli.main(["bdmc", str(run), *FAST, "--num-test", "-1"]) == 2
+    assert "--num-test must be at least 0" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(run), "--method", "ais", *FAST, "--num-chains", "0"]) == 2
+    assert "--num-chains: must be at least 1" in capsys.readouterr().err
+    assert cli.main(["gaps", str(run), *FAST, "--step-size", "-0.1"]) == 2
+    assert "must be a positive number" in capsys.readouterr().err
+    (run / "gaps.json").write_text("[1, 2]")
+    assert cli.main(["gaps", str(run), *FAST, "--local-steps", "2"]) == 2
+    assert "is damaged" in capsys.readouterr().err
+    assert (run / "gaps.json").read_text() == "[1, 2]"  # not overwritten
