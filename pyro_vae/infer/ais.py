@@ -18,6 +18,7 @@ of BDMC keeps its expectation 1/p(x)).
 """
 
 import math
+import numbers
 import time
 from dataclasses import dataclass
 
@@ -123,7 +124,7 @@ def check_ais_settings(num_chains, num_steps, num_leapfrog, step_size, pilot_cha
                         ("num_leapfrog", num_leapfrog), ("pilot_chains", pilot_chains)):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer of at least 1, got {value}")
-    if step_size is not None and not (isinstance(step_size, (int, float)) and step_size > 0
+    if step_size is not None and not (isinstance(step_size, numbers.Real) and step_size > 0
                                       and math.isfinite(step_size)):
         raise ValueError(f"step_size must be a positive number, or None to tune it in a "
                          f"pilot run; got {step_size!r}")

@@ -35,7 +35,7 @@ from torch.distributions.transforms import ComposeTransform
 
 from .chunks import batch_args, batch_size_of
 from .traces import (PARTICLE_PLATE, ModelGuideMismatch, check_densities, data_plate_dim,
-                     datapoint_sum, is_sample, particle_traces, per_datapoint)
+                     datapoint_sum, is_auxiliary, is_sample, particle_traces, per_datapoint)
 
 #: The Metropolis acceptance rate the step sizes are tuned towards (Wu et al. 2017; the
 #: optimum for HMC in high dimensions is about 0.65, Neal 2011, arXiv:1206.1901).
@@ -77,7 +77,9 @@ class AnnealedChains:
         without the particle dim (e.g. ``(B, D)``: an exact posterior sample for the
         reverse chain of BDMC); ``None`` starts each chain at its own draw from the guide.
     :raises ModelGuideMismatch: see :func:`~pyro_vae.infer.log_weights`; also for a
-        discrete latent site (HMC moves continuous latents only), naming it.
+        discrete latent site (HMC moves continuous latents only), a site whose
+        unconstrained form has another event shape (e.g. ``corr_cholesky``), or a guide
+        with auxiliary sites (Pyro's autoguides: no density at arbitrary z), naming them.
     """
 
     def __init__(self, model, guide, x, num_chains, data_plate, nesting, start=None):
@@ -87,6 +89,13 @@ class AnnealedChains:
         with torch.no_grad():
             _, guide_trace, _ = particle_traces(model, guide, x, self.num_chains, nesting)
         check_densities(guide_trace)
+        auxiliary = [name for name, site in guide_trace.nodes.items() if is_auxiliary(site)]
+        if auxiliary:
+            raise ModelGuideMismatch(
+                f"the guide draws auxiliary site(s) {auxiliary} (one of Pyro's autoguides?): "
+                "annealing needs q(z|x) at any z the chains reach, and such a guide gives it "
+                "only at its own draws. Use a guide that samples the latents themselves "
+                "(e.g. a Normal per site), or the IWAE bound (log_likelihood)")
         self.sites = {}
         z = {}
         for name, site in guide_trace.nodes.items():
@@ -98,10 +107,17 @@ class AnnealedChains:
                     "annealed importance sampling moves the latents with Hamiltonian Monte "
                     "Carlo, which needs continuous ones. Sum the discrete site out in the "
                     "model (enumeration) or use the IWAE bound (log_likelihood)")
+            transform = biject_to(site["fn"].support)
+            if transform.domain.event_dim != transform.codomain.event_dim:
+                raise ModelGuideMismatch(
+                    f"latent site {name!r} has support {site['fn'].support}, whose "
+                    "unconstrained space has another number of event dims "
+                    f"({transform.domain.event_dim}, not {transform.codomain.event_dim}); "
+                    "annealing supports latents whose unconstrained form keeps their shape")
             value = site["value"].detach()
             if start is not None:
                 value = start[name].to(value).expand(value.shape)
-            self.sites[name] = {"transform": biject_to(site["fn"].support),
+            self.sites[name] = {"transform": transform,
                                 "event_dim": site["fn"].event_dim,
                                 "data_dim": data_plate_dim(guide_trace, "guide", name, data_plate),
                                 "shape": value.shape}
@@ -152,19 +168,27 @@ class AnnealedChains:
     def transition(self, beta, step_size, num_leapfrog):
         """One HMC transition of every chain, leaving ``f_beta`` invariant.
 
+        The chains must not interact through the model (e.g. a batch-norm layer in
+        training mode): each chain's energy is its own. With Pyro's validation on, a
+        leapfrog step that leaves a site's support raises; the estimators run with it off,
+        where such a proposal gets a non-finite energy and is rejected. A step in which
+        Pyro's integrator caught an error (a singular matrix) rejects every chain.
+
         :param float beta: the temperature.
         :param torch.Tensor step_size: ``(C, B)`` or ``(B,)``, each chain's leapfrog step.
         :param int num_leapfrog: leapfrog steps per transition.
         :returns: ``(C, B)`` the Metropolis acceptance probabilities.
         """
         eps = step_size.to(self.log_q).expand(self.num_chains, self.batch_size)
-        stash = {}
+        stash = {"calls": 0, "done": 0}
 
         def energy(log_q, log_joint, log_det):  # U = -log f_beta, in unconstrained space
             return -((1 - beta) * log_q + beta * log_joint + log_det)
 
         def potential(u):
+            stash["calls"] += 1
             stash["parts"] = self.densities(u)
+            stash["done"] += 1  # not reached when Pyro's integrator catches an error
             return (eps * energy(*stash["parts"])).sum()
 
         def kinetic_grad(r):
@@ -179,6 +203,8 @@ class AnnealedChains:
         end = energy(*parts) + self.kinetic(r)
         accept_prob = torch.exp(torch.clamp(start - end, max=0.0))
         accept_prob = torch.where(torch.isfinite(accept_prob), accept_prob, 0.0)
+        if stash["done"] != stash["calls"]:  # a step failed (a singular matrix, caught by
+            accept_prob = torch.zeros_like(accept_prob)  # Pyro): the trajectory is void
         accept = torch.rand_like(accept_prob) < accept_prob
         for name in self.state:
             self.state[name] = torch.where(self.spread(accept, name), u[name].detach(),

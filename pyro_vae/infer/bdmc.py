@@ -33,7 +33,9 @@ class BDMCResult:
         bound.
     :ivar data: ``(N, *event_shape)`` the simulated ``x*`` (the model's first argument).
     :ivar lower_mc_se: ``(N,)`` delta-method standard error of ``lower`` across chains.
-    :ivar upper_mc_se: ``(N,)`` the same for ``upper``.
+    :ivar upper_mc_se: ``(N,)`` the same for ``upper``; optimistic, since all reverse
+        chains of a datapoint start from its one simulated ``z*`` and are correlated (the
+        estimate stays an unbiased one of 1/p(x*)).
     :ivar forward_acceptance: ``(N, bins)`` binned acceptance of the forward chains (as
         :attr:`~pyro_vae.infer.ais.AISResult.acceptance`).
     :ivar reverse_acceptance: ``(N, bins)`` the same for the reverse chains, in the order
@@ -128,7 +130,26 @@ def bdmc(model, guide, data, num_chains=16, num_steps=500, num_leapfrog=10, step
     backwards by the reverse chains. Settings and cost as
     :func:`~pyro_vae.infer.ais_log_likelihood`, twice over.
 
-    :returns: :class:`BDMCResult`.
+    :param callable model: a Pyro model following the plate contract, continuous latents,
+        exactly one observed site with the shape of its first argument.
+    :param callable guide: its guide (the start of the forward chains).
+    :param data: ``(N, *event_shape)`` or a tuple of model arguments: one simulation per row.
+    :param int num_chains: chains per datapoint in each direction.
+    :param int num_steps: T, intermediate distributions.
+    :param int num_leapfrog: leapfrog steps per transition.
+    :param float step_size: a fixed step size, or ``None`` for the pilot-tuned schedule.
+    :param int pilot_chains: chains per datapoint of the pilot run.
+    :param float initial_step_size: the pilot run's first step size.
+    :param int batch_size: datapoints per chunk (memory grows with it times ``num_chains``).
+    :param int seed: seeds the simulation and the chains, chunk by chunk.
+    :param device: where chunks run (default: where ``data`` is).
+    :param str data_plate: the name of the data plate.
+    :param float schedule_delta: steepness of the sigmoidal schedule.
+    :param bool progress: a tqdm bar over chunks.
+    :param world: a :class:`~pyro_vae.distributed.World` to share the chunks among ranks.
+    :param dict model_kwargs: keyword arguments for every call of the model.
+    :param dict guide_kwargs: keyword arguments for every call of the guide.
+    :returns: :class:`BDMCResult`, lower and upper ``(N,)`` in nats.
     :raises ValueError: for bad data or settings.
     :raises ModelGuideMismatch: see :func:`simulate` and
         :func:`~pyro_vae.infer.ais_log_likelihood`.

@@ -95,9 +95,17 @@ def local_guide(model, guide, x, nesting, num_draws=100):
     where a site is a factorized Normal not depending on other latents, else the mean and
     standard deviation of ``num_draws`` guide draws (in unconstrained space).
 
-    Call inside a fresh param store scope (``pyro.get_param_store().scope()``).
+    Create and use it under ``pyro.settings.context(module_local_params=True)``, so that
+    its parameters stay out of the param store (a model's ``pyro.param`` values are kept).
 
-    :returns: the AutoNormal, set up on ``x``.
+    :param callable model: the Pyro model (keyword arguments bound).
+    :param callable guide: the amortized guide.
+    :param x: a chunk ``(B, *event_shape)`` or a tuple of model arguments.
+    :param int nesting: the plate nesting of model and guide.
+    :param int num_draws: guide draws behind the moments.
+    :returns: the AutoNormal, set up on ``x``: per latent site, locations and scales of the
+        site's shape (e.g. ``(B, D)``), one diagonal Gaussian per datapoint (Cremer et al.
+        2018, arXiv:1801.03558).
     """
     auto = AutoNormal(model)
     with torch.no_grad(), pyro.poutine.block():
@@ -138,7 +146,14 @@ def fit_local(model, auto, x, nesting, steps, lr, num_particles):
     """Fit the AutoNormal ``auto`` to ``model`` on the chunk ``x`` by ``steps`` Adam steps on
     Pyro's ``Trace_ELBO`` (``num_particles`` particles, vectorized), the learning rate
     decaying from ``lr`` to ``lr / 100`` along a cosine. Only ``auto``'s own
-    parameters move: gradients are taken with respect to them alone."""
+    parameters move: gradients are taken with respect to them alone. The datapoints'
+    parameters do not interact, so the joint fit is each datapoint's own (Cremer et al.
+    2018, arXiv:1801.03558). ``Trace_ELBO`` obeys ``poutine.scale``: a model that scales
+    its sites is fitted under those scales.
+
+    :param int steps: Adam steps (0: ``auto`` is left as it is).
+    :param float lr: the first learning rate.
+    :param int num_particles: particles of each gradient estimate."""
     loss_fn = Trace_ELBO(num_particles=int(num_particles), vectorize_particles=True,
                          max_plate_nesting=nesting).differentiable_loss
     with torch.enable_grad():
@@ -160,7 +175,8 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
                    local_steps=500, local_lr=0.01, local_particles=10, num_chains=16,
                    num_steps=500, num_leapfrog=10, step_size=None, pilot_chains=4,
                    initial_step_size=0.05, batch_size=100, seed=0, device=None, data_plate="data",
-                   progress=False, world=None, model_kwargs=None, guide_kwargs=None):
+                   schedule_delta=4.0, progress=False, world=None, model_kwargs=None,
+                   guide_kwargs=None):
     """Per datapoint: the amortized ELBO, the ELBO of a local diagonal Gaussian fitted to
     that datapoint alone, log p(x), and the approximation and amortization gaps between
     them (Cremer et al. 2018, arXiv:1801.03558; see the module's docstring).
@@ -179,7 +195,14 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
     :param int batch_size: datapoints per chunk (each chunk is fitted jointly; the
         datapoints' local parameters do not interact).
     :param int seed: seeds everything, chunk by chunk.
-    :returns: :class:`GapsResult`.
+    :param device: where chunks run (default: where ``data`` is).
+    :param str data_plate: the name of the data plate.
+    :param float schedule_delta: steepness of AIS's sigmoidal schedule.
+    :param bool progress: a tqdm bar over chunks.
+    :param world: a :class:`~pyro_vae.distributed.World` to share the chunks among ranks.
+    :param dict model_kwargs: keyword arguments for every call of the model.
+    :param dict guide_kwargs: keyword arguments for every call of the guide.
+    :returns: :class:`GapsResult`, every field ``(N,)`` in nats.
     :raises ValueError: for bad data or settings, or an unknown ``log_likelihood``.
     :raises ModelGuideMismatch: see :func:`~pyro_vae.infer.ais_log_likelihood`.
     """
@@ -197,7 +220,7 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
     start_time = time.perf_counter()
     model, guide, device, nesting = prepare_estimate(model, guide, data, batch_size, seed, device,
                                                      model_kwargs, guide_kwargs)
-    betas = sigmoid_schedule(num_steps)
+    betas = sigmoid_schedule(num_steps, schedule_delta)
     k = int(num_chains) * int(num_steps)
 
     def elbo_of(q, x):
@@ -205,7 +228,9 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
 
     def compute(x):
         out = {"elbo": elbo_of(guide, x)}
-        with pyro.get_param_store().scope():
+        # the AutoNormal's parameters live in the module, not in the param store, where
+        # the model's own (trained) parameters stay as they are
+        with pyro.settings.context(module_local_params=True):
             auto = local_guide(model, guide, x, nesting)
             fit_local(model, auto, x, nesting, local_steps, local_lr, local_particles)
             out["local_elbo"] = elbo_of(auto, x)
@@ -223,12 +248,14 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
     with pyro.validation_enabled(False):
         out = map_chunks(compute, data, batch_size, seed, device, world, progress,
                          desc="inference gaps")
-    settings = {"num_particles": int(num_particles), "local_steps": int(local_steps),
+    settings = {"seed": int(seed), "num_particles": int(num_particles),
+                "local_steps": int(local_steps),
                 "local_lr": float(local_lr), "local_particles": int(local_particles),
                 "local_family": "AutoNormal"}
     settings.update({"num_chains": int(num_chains), "num_steps": int(num_steps),
                      "num_leapfrog": int(num_leapfrog),
-                     "step_size": "pilot" if step_size is None else float(step_size)}
+                     "step_size": "pilot" if step_size is None else float(step_size),
+                     "schedule": "sigmoid", "schedule_delta": float(schedule_delta)}
                     if log_likelihood == "ais" else {"k": k})
     return GapsResult(elbo=out["elbo"], local_elbo=out["local_elbo"], log_likelihood=out["ll"],
                       method=log_likelihood, settings=settings,

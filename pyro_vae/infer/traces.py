@@ -244,16 +244,17 @@ def check_densities(guide_trace):
     """Refuse a guide whose latent site is a point mass (``Delta``): its samples have no
     density, so ``log p(x, z) - log q(z|x)`` is not an importance weight and the average
     would not bound log p(x). Evaluate such a guide through a proposal with a density
-    (e.g. a Gaussian around the point). A guide with auxiliary sites (Pyro's autoguides,
-    e.g. :class:`~pyro.infer.autoguide.AutoNormal`) passes: its Delta sites are transforms
-    of the auxiliary draws whose ``log_density`` is the Jacobian.
+    (e.g. a Gaussian around the point). A Delta site ``z`` drawn as the transform of an
+    auxiliary site ``z_unconstrained`` passes (Pyro's
+    :class:`~pyro.infer.autoguide.AutoNormal`): its ``log_density`` is the Jacobian.
 
     :raises ModelGuideMismatch: naming the site.
     """
-    if any(is_auxiliary(site) for site in guide_trace.nodes.values()):
-        return  # Pyro's autoguides: each Delta is a transform of auxiliary draws, its
-        # log_density the Jacobian, so the guide's sites together have a density
     for name, site in guide_trace.nodes.items():
+        auxiliary = guide_trace.nodes.get(f"{name}_unconstrained")
+        if auxiliary is not None and is_auxiliary(auxiliary):
+            continue  # AutoNormal: z is a transform of z_unconstrained, its log_density the
+            # Jacobian, so the two sites together have a density
         if is_sample(site) and not site["is_observed"]:
             fn = site["fn"]
             while hasattr(fn, "base_dist"):
