@@ -182,6 +182,10 @@ def build_parser():
     c.add_argument("run_a", help="first run folder")
     c.add_argument("run_b", help="second run folder")
     _add_eval_options(c)
+    c.add_argument("--method", choices=EVALUATION_METHODS, default="iwae",
+                   help="compare IWAE (default) or AIS estimates (saved ones of the same "
+                        "settings and images are reused)")
+    _add_ais_options(c, "ais: the first N test images (default 1000; 0: all)")
 
     s = sub.add_parser("sample", help="draw images from a trained run's prior",
                        description="Sample z from the prior and save a grid of the "

@@ -92,7 +92,12 @@ def cmd_compare(args):
                           "compared")
     results, proposals, test_sets = [], [], {}
     for run in (args.run_a, args.run_b):
-        _, result, _, proposal = _evaluate_run(run, args, reuse=True, test_sets=test_sets)
+        if args.method == "ais":
+            from .estimate_commands import ais_result
+
+            result, _, _, proposal = ais_result(run, args, reuse=True, test_sets=test_sets)
+        else:
+            _, result, _, proposal = _evaluate_run(run, args, reuse=True, test_sets=test_sets)
         results.append(result)
         proposals.append(proposal)
     try:
@@ -101,6 +106,11 @@ def cmd_compare(args):
         raise ConfigError(str(e)) from None
     rows = []
     for r, proposal in zip(results, proposals):
+        if args.method == "ais":
+            from .estimate_commands import ais_rows
+
+            rows.append(ais_rows(r))
+            continue
         rows.append([
             (f"log p(x), k={r.num_particles}", f"{r.mean:.3f} +- {r.se:.3f}"),
             ("ELBO", f"{float(r.elbo.mean()):.3f}"),

@@ -11,6 +11,8 @@ and ``RUN/gaps.json``. Each prints a table. All hold the run's lock while they w
 import json
 from pathlib import Path
 
+import torch
+
 from .checkpoint import atomic_save
 from .errors import ConfigError, RunFolderError
 from .files import write_text
@@ -44,23 +46,51 @@ def ais_path(run, result):
                         f"n{result.log_likelihood.shape[0]}.pt")
 
 
+def ais_result(run, args, reuse=False, test_sets=None):
+    """AIS on the first ``args.num_test`` test images of ``run`` with the settings of
+    ``args``; saves the per-image estimates in the run folder (:func:`ais_path`). With
+    ``reuse``, a saved estimate of the same settings and images is read instead.
+
+    :returns: ``(result, config, state, proposal)``.
+    """
+    from . import infer
+    from .checkpoint import safe_load
+
+    vae, config, state, test, device, proposal = load_for_evaluation(run, args, test_sets)
+    test = _first(test, args.num_test)
+    kwargs = _ais_kwargs(args, config)
+    if reuse:
+        for path in sorted(Path(run).glob("ais-*.pt")):
+            saved = safe_load(path)
+            if saved.get("format") == "pyro_vae.ais" and all(
+                    saved.get(key) == value for key, value in (
+                        ("num_chains", kwargs["num_chains"]),
+                        ("num_steps", kwargs["num_steps"]),
+                        ("num_leapfrog", kwargs["num_leapfrog"]), ("seed", kwargs["seed"]),
+                        ("step_size_rule", "pilot" if args.step_size is None else "fixed"),
+                        ("fingerprint", infer.data_fingerprint(test)))):
+                if args.step_size is None or torch.allclose(
+                        saved["step_size"], torch.tensor(float(args.step_size))):
+                    saved.pop("format")
+                    return infer.AISResult(**saved), config, state, proposal
+    vae.eval()
+    result = infer.ais_log_likelihood(vae.model, vae.proposal(), test, device=device,
+                                      progress=not args.quiet, **kwargs)
+    atomic_save({"format": "pyro_vae.ais", **vars(result)}, ais_path(run, result))
+    return result, config, state, proposal
+
+
 def evaluate_ais(args):
     """``pyro-vae evaluate RUN --method ais``: AIS on the first ``--num-test`` test images;
     merges ``test_log_likelihood_ais*`` into ``RUN/eval.json`` (with the IWAE estimate of the
     same images, where the run's saved IWAE estimates cover them) and saves the per-image
     estimates. The caller holds the run's lock."""
-    from . import infer
     from .runs import load_result, update_eval_json
 
-    vae, config, state, test, device, proposal = load_for_evaluation(args.run, args)
-    test = _first(test, args.num_test)
-    vae.eval()
-    result = infer.ais_log_likelihood(vae.model, vae.proposal(), test, device=device,
-                                      progress=not args.quiet, **_ais_kwargs(args, config))
-    atomic_save({"format": "pyro_vae.ais", **vars(result)}, ais_path(args.run, result))
+    result, config, state, proposal = ais_result(args.run, args)
     summary = result.summary()
     iwae = load_result(args.run, config.eval.k, config.eval.seed)
-    n = result.log_likelihood.shape[0]
+    n = result.num_datapoints
     if iwae is not None and iwae.num_datapoints >= n:
         same = iwae.log_likelihood[:n].double()
         summary["test_log_likelihood_ais_iwae_same_images"] = float(same.mean())
@@ -70,13 +100,7 @@ def evaluate_ais(args):
     if proposal:
         summary["test_log_likelihood_ais_proposal"] = proposal
     update_eval_json(args.run, summary)
-    rows_ = [("log p(x), AIS", f"{fmt(result.mean)} +- {fmt(result.se)}"),
-             ("  Monte Carlo error (chains)", fmt(result.chain_se)),
-             ("settings", f"{result.num_steps} steps x {result.num_chains} chains, "
-                          f"{result.num_leapfrog} leapfrog, step size {result.step_size_rule}"),
-             ("mean acceptance", fmt(float(result.acceptance.mean()), 2)
-              if result.acceptance.numel() else "no transitions"),
-             ("effective chains (mean)", f"{float(result.ess.mean()):.1f} of {result.num_chains}")]
+    rows_ = ais_rows(result)
     if "test_log_likelihood_ais_minus_iwae" in summary:
         rows_.append((f"AIS - IWAE (k={iwae.num_particles}), same images",
                       f"{summary['test_log_likelihood_ais_minus_iwae']:+.3f}"))
@@ -85,6 +109,17 @@ def evaluate_ais(args):
     print(f"written to {Path(args.run) / 'eval.json'} (per image: {ais_path(args.run, result)}, "
           f"{result.seconds / 60:.1f} min)")
     return 0
+
+
+def ais_rows(result):
+    """Table rows ``(label, text)`` of an :class:`~pyro_vae.infer.AISResult`."""
+    return [("log p(x), AIS", f"{fmt(result.mean)} +- {fmt(result.se)}"),
+            ("  Monte Carlo error (chains)", fmt(result.chain_se)),
+            ("settings", f"{result.num_steps} steps x {result.num_chains} chains, "
+                         f"{result.num_leapfrog} leapfrog, step size {result.step_size_rule}"),
+            ("mean acceptance", fmt(float(result.acceptance.mean()), 2)
+             if result.acceptance.numel() else "no transitions"),
+            ("effective chains (mean)", f"{float(result.ess.mean()):.1f} of {result.num_chains}")]
 
 
 def merge_entry(path, entry, same):

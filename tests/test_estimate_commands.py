@@ -38,6 +38,19 @@ def test_evaluate_ais_adds_its_numbers_beside_the_iwae_ones(run, capsys):
         after["test_log_likelihood_ais"] - after["test_log_likelihood_ais_iwae_same_images"])
 
 
+def test_compare_on_ais_reuses_the_saved_estimates(run, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert cli.main(["train", "--out", str(other), *TINY, "--epochs", "1"]) == 0
+    assert cli.main(["evaluate", str(run), "--method", "ais", *FAST]) == 0
+    saved = (run / "ais-T6-C3-L2-pilot-seed0-n12.pt").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli.main(["compare", str(run), str(other), "--method", "ais", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert out.count("log p(x), AIS") == 1 and "paired difference" in out
+    assert (run / "ais-T6-C3-L2-pilot-seed0-n12.pt").stat().st_mtime_ns == saved  # reused
+    assert (other / "ais-T6-C3-L2-pilot-seed0-n12.pt").is_file()  # computed and kept
+
+
 def test_bdmc_and_gaps_keep_one_entry_per_setting(run, capsys):
     assert cli.main(["bdmc", str(run), *FAST]) == 0
     assert "upper bound (reverse AIS)" in capsys.readouterr().out

@@ -78,6 +78,11 @@ class AISResult:
     seconds: float = 0.0
 
     @property
+    def num_datapoints(self):
+        """N."""
+        return int(self.log_likelihood.shape[0])
+
+    @property
     def mean(self):
         """Mean estimate of log p(x) over the datapoints, nats."""
         return float(self.log_likelihood.mean())

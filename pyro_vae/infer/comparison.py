@@ -32,7 +32,8 @@ class Comparison:
 
 
 def compare(result_a, result_b, name_a="A", name_b="B"):
-    """Paired comparison of two :class:`LogLikelihoodResult` on the same test points.
+    """Paired comparison of two :class:`LogLikelihoodResult` (or
+    :class:`~pyro_vae.infer.AISResult`) on the same test points.
 
     Pairing removes the spread between datapoints (some images are simply harder) from the
     error of the difference, so the paired standard error is usually far smaller than
@@ -59,7 +60,8 @@ def compare(result_a, result_b, name_a="A", name_b="B"):
     else:
         verdict = (f"no significant difference: {diff:+.3f} +- {se:.3f} nats per datapoint is "
                    "within two paired standard errors")
-    if result_a.num_particles != result_b.num_particles:
+    k_a, k_b = getattr(result_a, "num_particles", None), getattr(result_b, "num_particles", None)
+    if k_a is not None and k_b is not None and k_a != k_b:
         verdict += (f" (note: k differs, {result_a.num_particles} vs {result_b.num_particles}; "
                     "the bound with fewer particles is looser)")
     return Comparison(name_a, name_b, diff, se, z, verdict, result_a.num_datapoints)
