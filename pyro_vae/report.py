@@ -11,7 +11,9 @@ estimates ``loglik-k<K>-seed<S>.pt`` and the checkpoint, for samples) and writes
 
 Per run: the recipe, training curves, samples from the prior, the test log-likelihood
 with its standard error, the bound against k, the k-hat summary and histogram, active
-units and KL per latent site. For several runs: a comparison table, the paired
+units and KL per latent site; where the run folder holds them, the AIS estimates, BDMC
+bounds and inference gaps, and IWAE, AIS and BDMC against compute
+(:mod:`pyro_vae.estimate_plots`). For several runs: a comparison table, the paired
 differences against the first run (when they were evaluated on the same test images) and
 the bounds against k together.
 """
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .files import write_text
+from .infer.diagnostics import standard_error
 from .tables import fmt
 
 _CHECK_SCRIPT = """<script>
@@ -58,8 +61,12 @@ def _load(run, k, seed):
     if result is None:
         raise ConfigError(f"{run}: no saved estimates for k = {k}, seed {seed}; run "
                           f"pyro-vae evaluate {run} --k {k} first")
+    from .estimate_plots import saved_ais, saved_entries
+
     return {"name": run.name, "dir": run, "config": config,
-            "metrics": read_metrics(run), "summary": summary, "result": result}
+            "metrics": read_metrics(run), "summary": summary, "result": result,
+            "ais": saved_ais(run), "bdmc": saved_entries(run, "bdmc"),
+            "gaps": saved_entries(run, "gaps")}
 
 
 def unique_names(run_dirs):
@@ -88,6 +95,7 @@ def _figures(runs, fig_dir, device):
     import torch
 
     from . import plots
+    from .estimate_plots import plot_bound_vs_compute
     from .infer import seeded
     from .nets import event_size
     from .runs import load_run
@@ -112,6 +120,10 @@ def _figures(runs, fig_dir, device):
         out[f"{name}/samples"] = plots.save_figure(ax, fig_dir / f"{name}-samples.png")
         ax = plots.plot_bound_vs_k(r["result"], [name])
         out[f"{name}/bound"] = plots.save_figure(ax, fig_dir / f"{name}-bound-vs-k.png")
+        if r["ais"] or r["bdmc"]:
+            ax = plot_bound_vs_compute(r["result"], r["ais"], r["bdmc"],
+                                       title=f"{name}: estimates of log p(x) against compute")
+            out[f"{name}/compute"] = plots.save_figure(ax, fig_dir / f"{name}-compute.png")
         if not bool(torch.isnan(r["result"].khat).all()):  # not fitted below k = 25
             ax = plots.plot_khat(r["result"], [name])
             out[f"{name}/khat"] = plots.save_figure(ax, fig_dir / f"{name}-khat.png")
@@ -141,6 +153,22 @@ def _run_rows(r):
             ("k-hat > 0.7", (r["result"].khat_note or "not fitted")
              if r["result"].khat_above_07 is None else
              f"{100 * r['result'].khat_above_07:.1f}% of test points")]
+    for a in r.get("ais", []):
+        ll = a["log_likelihood"].double()
+        rows.append((f"log p(x), AIS {a['num_steps']} steps x {a['num_chains']} chains",
+                     f"{fmt(float(ll.mean()))} +- {fmt(standard_error(ll))} nats on the first "
+                     f"{ll.shape[0]} test images"))
+    for e in r.get("bdmc", []):
+        rows.append((f"BDMC, {e['bdmc_settings']['num_steps']} steps",
+                     f"lower {fmt(e['bdmc_lower'])}, upper {fmt(e['bdmc_upper'])}, gap "
+                     f"{fmt(e['bdmc_width'])} +- {fmt(e['bdmc_width_se'])} nats on "
+                     f"{e['bdmc_num_simulated']} simulated images"))
+    for g in r.get("gaps", []):
+        rows.append((f"inference gaps ({g['method'].upper()})",
+                     f"approximation {fmt(g['approximation_gap'])} +- "
+                     f"{fmt(g['approximation_gap_se'])}, amortization "
+                     f"{fmt(g['amortization_gap'])} +- {fmt(g['amortization_gap_se'])} nats "
+                     f"on {g['num_test']} test images"))
     for site, n in s.get("active_units", {}).items():
         rows.append((f"active units {site}", f"{n} of {s['latent_dims'][site]}, KL "
                                              f"{fmt(s['kl'][site])} nats"))
@@ -215,6 +243,7 @@ def build_report(run_dirs, out_dir, k=None, seed=0, device="cpu"):
         figure(f"{r['name']}/samples", f"{r['name']}: samples from the prior")
         figure(f"{r['name']}/bound", f"{r['name']}: IWAE bound against k")
         figure(f"{r['name']}/khat", f"{r['name']}: Pareto k-hat of the importance weights")
+        figure(f"{r['name']}/compute", f"{r['name']}: IWAE, AIS and BDMC against compute")
     style = ("<style>body{font-family:sans-serif;max-width:980px;margin:auto}"
              "img{max-width:100%}td,th{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}"
              "table{border-collapse:collapse;margin:8px 0}</style>")

@@ -69,6 +69,25 @@ def test_bdmc_and_gaps_keep_one_entry_per_setting(run, capsys):
         entry["approximation_gap"] + entry["amortization_gap"])
 
 
+def test_the_report_shows_every_estimate_against_compute(run, tmp_path):
+    """After the tests above the run holds IWAE, AIS, BDMC (two settings) and gaps."""
+    from pyro_vae.estimate_plots import plot_bound_vs_compute, saved_ais, saved_entries
+    from pyro_vae.runs import load_result
+
+    ais, bdmc = saved_ais(run), saved_entries(run, "bdmc")
+    assert [a["num_steps"] for a in ais] == [6] and len(bdmc) == 2
+    ax = plot_bound_vs_compute(load_result(run, 100, 0), ais, bdmc)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[0].startswith("IWAE") and labels[1].startswith("AIS, 3 chains")
+    assert ax.get_lines()[1].get_xdata()[0] == 3 * (1 + 5 * 3)  # chains x evaluations
+    assert {"BDMC upper bound (12 simulated images)", "BDMC lower bound (same images)"} \
+        <= set(labels)
+    assert cli.main(["report", str(run), "-o", str(tmp_path / "rep")]) == 0
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "log p(x), AIS 6 steps x 3 chains" in md and "BDMC, 3 steps" in md
+    assert "inference gaps (IWAE)" in md and "digits-compute.png" in md
+
+
 def test_bad_estimator_input_is_refused(run, capsys):
     assert cli.main(["bdmc", str(run), *FAST, "--num-test", "-1"]) == 2
     assert "--num-test must be at least 0" in capsys.readouterr().err
