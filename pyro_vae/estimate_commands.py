@@ -141,23 +141,34 @@ def merge_entry(path, entry, same):
     write_text(path, json.dumps({"entries": entries}, indent=2) + "\n")
 
 
+def run_estimate(args, name, estimate, same):
+    """Under the run's lock: load ``args.run`` and its first ``args.num_test`` test images,
+    call ``estimate(vae, test, device, config)`` and merge its summary (with the epoch)
+    into ``RUN/<name>.json`` (see :func:`merge_entry`, ``same``: the keys of one setting).
+
+    :returns: ``(result, summary)``.
+    """
+    from .lock import RunLock
+
+    lock = RunLock(args.run, f"pyro-vae {name}").acquire()
+    try:
+        vae, config, state, test, device, _ = load_for_evaluation(args.run, args)
+        vae.eval()
+        result = estimate(vae, _first(test, args.num_test), device, config)
+        summary = {**result.summary(), "epoch": int(state["epoch"])}
+        merge_entry(Path(args.run) / f"{name}.json", summary, same)
+    finally:
+        lock.release()
+    return result, summary
+
+
 def cmd_bdmc(args):
     """``pyro-vae bdmc RUN``: BDMC bounds on data simulated from the run's model."""
     from . import infer
-    from .lock import RunLock
 
-    lock = RunLock(args.run, "pyro-vae bdmc").acquire()
-    try:
-        vae, config, state, test, device, _ = load_for_evaluation(args.run, args)
-        test = _first(test, args.num_test)
-        vae.eval()
-        result = infer.bdmc(vae.model, vae.proposal(), test, device=device,
-                            progress=not args.quiet, **_ais_kwargs(args, config))
-        summary = {**result.summary(), "epoch": int(state["epoch"])}
-        merge_entry(Path(args.run) / "bdmc.json", summary,
-                    ("bdmc_settings", "bdmc_num_simulated"))
-    finally:
-        lock.release()
+    result, summary = run_estimate(args, "bdmc", lambda vae, test, device, config: infer.bdmc(
+        vae.model, vae.proposal(), test, device=device, progress=not args.quiet,
+        **_ais_kwargs(args, config)), ("bdmc_settings", "bdmc_num_simulated"))
     print(f"{args.run}: {summary['bdmc_num_simulated']} images simulated from the model; "
           "values in nats per image")
     print_table(["estimate"], [[
@@ -173,21 +184,12 @@ def cmd_bdmc(args):
 def cmd_gaps(args):
     """``pyro-vae gaps RUN``: approximation and amortization gaps on test images."""
     from . import infer
-    from .lock import RunLock
 
-    lock = RunLock(args.run, "pyro-vae gaps").acquire()
-    try:
-        vae, config, state, test, device, _ = load_for_evaluation(args.run, args)
-        test = _first(test, args.num_test)
-        vae.eval()
-        result = infer.inference_gaps(
-            vae.model, vae.proposal(), test, log_likelihood=args.log_likelihood,
-            local_steps=args.local_steps, local_lr=args.local_lr, device=device,
-            progress=not args.quiet, **_ais_kwargs(args, config))
-        summary = {**result.summary(), "epoch": int(state["epoch"])}
-        merge_entry(Path(args.run) / "gaps.json", summary, ("method", "settings", "num_test"))
-    finally:
-        lock.release()
+    result, summary = run_estimate(args, "gaps", lambda vae, test, device, config: (
+        infer.inference_gaps(vae.model, vae.proposal(), test, log_likelihood=args.log_likelihood,
+                             local_steps=args.local_steps, local_lr=args.local_lr, device=device,
+                             progress=not args.quiet, **_ais_kwargs(args, config))),
+        ("method", "settings", "num_test"))
     print(f"{args.run}: {summary['num_test']} test images; values in nats per image")
     print_table(["estimate"], [[
         (label, f"{fmt(summary[key])} +- {fmt(summary[key + '_se'])}") for label, key in (

@@ -27,7 +27,7 @@ import torch
 
 from .annealing import AnnealedChains, log_mean_exp, sigmoid_schedule
 from .chunks import batch_args, check_data, data_fingerprint, map_chunks
-from .diagnostics import standard_error
+from .diagnostics import PerDatapointEstimate
 from .traces import prepare_estimate
 
 #: The pilot run's adaptation rate: a datapoint's log step size moves by this times
@@ -39,7 +39,7 @@ ACCEPTANCE_BINS = 100
 
 
 @dataclass
-class AISResult:
+class AISResult(PerDatapointEstimate):
     """Per-datapoint AIS estimates of log p(x) and the chains' diagnostics.
 
     :ivar log_likelihood: ``(N,)`` nats, ``log mean_c w_c`` over the ``C`` chains: a
@@ -76,21 +76,6 @@ class AISResult:
     fingerprint: str
     event_size: int
     seconds: float = 0.0
-
-    @property
-    def num_datapoints(self):
-        """N."""
-        return int(self.log_likelihood.shape[0])
-
-    @property
-    def mean(self):
-        """Mean estimate of log p(x) over the datapoints, nats."""
-        return float(self.log_likelihood.mean())
-
-    @property
-    def se(self):
-        """Standard error of :attr:`mean` across datapoints, nats."""
-        return standard_error(self.log_likelihood)
 
     @property
     def chain_se(self):
@@ -149,6 +134,23 @@ def bin_acceptance(acceptance, betas):
     mids = betas[1:num + 1].float()
     return (torch.stack([acceptance[:, a:b].mean(1) for a, b in zip(edges, edges[1:])], 1),
             torch.stack([mids[a:b].mean() for a, b in zip(edges, edges[1:])]))
+
+
+def prepare_annealing(model, guide, data, num_chains, num_steps, num_leapfrog, step_size,
+                      pilot_chains, batch_size, seed, device, schedule_delta, model_kwargs,
+                      guide_kwargs):
+    """What the annealed estimators do before their chunks: check the data and settings,
+    bind keyword arguments, find the device and plate nesting
+    (:func:`~pyro_vae.infer.traces.prepare_estimate`) and the temperatures.
+
+    :returns: ``(model, guide, device, nesting, betas)``.
+    :raises ValueError: for bad data or settings.
+    """
+    check_data(data, num_chains, batch_size, 1)
+    check_ais_settings(num_chains, num_steps, num_leapfrog, step_size, pilot_chains)
+    model, guide, device, nesting = prepare_estimate(model, guide, data, batch_size, seed, device,
+                                                     model_kwargs, guide_kwargs)
+    return model, guide, device, nesting, sigmoid_schedule(num_steps, schedule_delta)
 
 
 def step_size_schedule(model, guide, x, betas, step_size, num_leapfrog, pilot_chains,
@@ -214,12 +216,10 @@ def ais_log_likelihood(model, guide, data, num_chains=16, num_steps=500, num_lea
     :raises ParticleBroadcastError: if the model does not broadcast over the chains'
         outer plate.
     """
-    check_data(data, num_chains, batch_size, 1)
-    check_ais_settings(num_chains, num_steps, num_leapfrog, step_size, pilot_chains)
     start_time = time.perf_counter()
-    model, guide, device, nesting = prepare_estimate(model, guide, data, batch_size, seed, device,
-                                                     model_kwargs, guide_kwargs)
-    betas = sigmoid_schedule(num_steps, schedule_delta)
+    model, guide, device, nesting, betas = prepare_annealing(
+        model, guide, data, num_chains, num_steps, num_leapfrog, step_size, pilot_chains,
+        batch_size, seed, device, schedule_delta, model_kwargs, guide_kwargs)
 
     def compute(x):
         eps = step_size_schedule(model, guide, x, betas, step_size, num_leapfrog, pilot_chains,

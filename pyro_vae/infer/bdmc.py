@@ -17,11 +17,11 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from .ais import (check_ais_settings, step_size_schedule, weight_summary)
-from .annealing import AnnealedChains, sigmoid_schedule
-from .chunks import batch_args, check_data, data_fingerprint, map_chunks
+from .ais import prepare_annealing, step_size_schedule, weight_summary
+from .annealing import AnnealedChains
+from .chunks import batch_args, data_fingerprint, map_chunks
 from .diagnostics import standard_error
-from .traces import ModelGuideMismatch, is_sample, prepare_estimate
+from .traces import ModelGuideMismatch, is_sample
 
 
 @dataclass
@@ -154,12 +154,10 @@ def bdmc(model, guide, data, num_chains=16, num_steps=500, num_leapfrog=10, step
     :raises ModelGuideMismatch: see :func:`simulate` and
         :func:`~pyro_vae.infer.ais_log_likelihood`.
     """
-    check_data(data, num_chains, batch_size, 1)
-    check_ais_settings(num_chains, num_steps, num_leapfrog, step_size, pilot_chains)
     start_time = time.perf_counter()
-    model, guide, device, nesting = prepare_estimate(model, guide, data, batch_size, seed, device,
-                                                     model_kwargs, guide_kwargs)
-    betas = sigmoid_schedule(num_steps, schedule_delta)
+    model, guide, device, nesting, betas = prepare_annealing(
+        model, guide, data, num_chains, num_steps, num_leapfrog, step_size, pilot_chains,
+        batch_size, seed, device, schedule_delta, model_kwargs, guide_kwargs)
 
     def compute(x):
         x_sim, latents = simulate(model, x)

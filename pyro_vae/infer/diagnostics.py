@@ -88,3 +88,24 @@ def standard_error(values):
     ``N = 1``), as a float in the values' units."""
     n = values.shape[0]
     return float(values.double().std() / math.sqrt(n)) if n > 1 else 0.0
+
+
+class PerDatapointEstimate:
+    """What every result of per-datapoint log-likelihood estimates gives: the number of
+    datapoints and the mean with its standard error across them. A mixin of the result
+    dataclasses, which hold ``log_likelihood`` ``(N,)`` in nats."""
+
+    @property
+    def num_datapoints(self):
+        """N."""
+        return int(self.log_likelihood.shape[0])
+
+    @property
+    def mean(self):
+        """Mean estimate of log p(x) over the datapoints, nats."""
+        return float(self.log_likelihood.mean())
+
+    @property
+    def se(self):
+        """Standard error of :attr:`mean` across datapoints, nats."""
+        return standard_error(self.log_likelihood)

@@ -30,11 +30,11 @@ from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroParam
 from torch.distributions import biject_to
 
-from .ais import check_ais_settings, step_size_schedule
-from .annealing import AnnealedChains, log_mean_exp, sigmoid_schedule
+from .ais import prepare_annealing, step_size_schedule
+from .annealing import AnnealedChains, log_mean_exp
 from .chunks import batch_args, check_data, data_fingerprint, map_chunks
 from .diagnostics import standard_error
-from .traces import factorized_base, is_sample, log_weights, particle_traces, prepare_estimate
+from .traces import factorized_base, is_sample, log_weights, particle_traces
 
 #: The estimates of log p(x) :func:`inference_gaps` can use.
 LOG_LIKELIHOOD_METHODS = ("ais", "iwae")
@@ -210,7 +210,6 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
         raise ValueError(f"log_likelihood must be one of {LOG_LIKELIHOOD_METHODS}, got "
                          f"{log_likelihood!r}")
     check_data(data, num_particles, batch_size, 1)
-    check_ais_settings(num_chains, num_steps, num_leapfrog, step_size, pilot_chains)
     for name, value in (("local_steps", local_steps), ("local_particles", local_particles)):
         if int(value) != value or value < 0 or (name == "local_particles" and value < 1):
             raise ValueError(f"{name} must be a non-negative integer (local_particles at "
@@ -218,9 +217,9 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
     if not local_lr > 0:
         raise ValueError(f"local_lr must be positive, got {local_lr}")
     start_time = time.perf_counter()
-    model, guide, device, nesting = prepare_estimate(model, guide, data, batch_size, seed, device,
-                                                     model_kwargs, guide_kwargs)
-    betas = sigmoid_schedule(num_steps, schedule_delta)
+    model, guide, device, nesting, betas = prepare_annealing(
+        model, guide, data, num_chains, num_steps, num_leapfrog, step_size, pilot_chains,
+        batch_size, seed, device, schedule_delta, model_kwargs, guide_kwargs)
     k = int(num_chains) * int(num_steps)
 
     def elbo_of(q, x):

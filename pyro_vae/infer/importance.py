@@ -15,7 +15,8 @@ import torch
 from pyro.infer.util import is_validation_enabled
 
 from .chunks import batch_args, batch_size_of, check_data, data_fingerprint, map_chunks
-from .diagnostics import MIN_PARTICLES_KHAT, flat_weights, pareto_khat, standard_error
+from .diagnostics import (MIN_PARTICLES_KHAT, PerDatapointEstimate, flat_weights, pareto_khat,
+                          standard_error)
 from .traces import log_weights, prepare_estimate
 
 
@@ -34,7 +35,7 @@ def default_k_sweep(num_particles):
 
 
 @dataclass
-class LogLikelihoodResult:
+class LogLikelihoodResult(PerDatapointEstimate):
     """Per-datapoint importance-weighted estimates of log p(x) and their diagnostics.
 
     All per-datapoint tensors have shape ``(N,)``, are in nats and live on the CPU.
@@ -74,21 +75,6 @@ class LogLikelihoodResult:
     seconds: float = 0.0
     khat_fitted: bool = True
     khat_unfitted: torch.Tensor = None
-
-    @property
-    def num_datapoints(self):
-        """N."""
-        return int(self.log_likelihood.shape[0])
-
-    @property
-    def mean(self):
-        """Mean estimate of log p(x) over the datapoints, nats."""
-        return float(self.log_likelihood.mean())
-
-    @property
-    def se(self):
-        """Standard error of :attr:`mean` across datapoints, nats."""
-        return standard_error(self.log_likelihood)
 
     @property
     def bits_per_dim(self):
