@@ -115,8 +115,7 @@ def ais_rows(result):
     """Table rows ``(label, text)`` of an :class:`~pyro_vae.infer.AISResult`."""
     return [("log p(x), AIS", f"{fmt(result.mean)} +- {fmt(result.se)}"),
             ("  Monte Carlo error (chains)", fmt(result.chain_se)),
-            ("settings", f"{result.num_steps} steps x {result.num_chains} chains, "
-                         f"{result.num_leapfrog} leapfrog, step size {result.step_size_rule}"),
+            ("settings", result.describe()),
             ("mean acceptance", fmt(float(result.acceptance.mean()), 2)
              if result.acceptance.numel() else "no transitions"),
             ("effective chains (mean)", f"{float(result.ess.mean()):.1f} of {result.num_chains}")]
@@ -175,8 +174,7 @@ def cmd_bdmc(args):
         ("lower bound (forward AIS)", f"{fmt(summary['bdmc_lower'])} +- {fmt(summary['bdmc_lower_se'])}"),
         ("upper bound (reverse AIS)", f"{fmt(summary['bdmc_upper'])} +- {fmt(summary['bdmc_upper_se'])}"),
         ("gap (upper - lower)", f"{fmt(summary['bdmc_width'])} +- {fmt(summary['bdmc_width_se'])}"),
-        ("settings", f"{result.num_steps} steps x {result.num_chains} chains, "
-                     f"{result.num_leapfrog} leapfrog, step size {result.step_size_rule}")]])
+        ("settings", result.describe())]])
     print(f"written to {Path(args.run) / 'bdmc.json'} ({result.seconds / 60:.1f} min)")
     return 0
 

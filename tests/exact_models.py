@@ -1,5 +1,7 @@
 """Models with closed-form log p(x) and posteriors, shared by the estimator tests."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import torch
@@ -71,3 +73,36 @@ def two_layer_gaussian(A, t, W, b, s, data_plate="obs"):
         return dist.MultivariateNormal(b, cov).log_prob(x)
 
     return model, prior_guide, exact
+
+
+def linear_gaussian_case(num_data, seed=1, shift=1.0, widen=1.5):
+    """The shared test case: a 2-latent, 4-dimensional :func:`linear_gaussian` model with
+    random W, b (``seed``), s = 0.7, ``num_data`` rows drawn from its marginal, and the
+    imperfect :func:`shifted_guide`.
+
+    :returns: a dict with ``model``, ``guide`` (shifted), ``exact_guide``, ``x``
+        ``(num_data, 4)``, ``exact`` (log p(x), ``(num_data,)``, float64), ``exact_fn``,
+        ``marginal``, ``precision`` (of the posterior), ``closed_form_elbo`` (the shifted
+        guide's ELBO per row, ``(num_data,)``) and ``W``, ``b``, ``s``.
+    """
+    torch.manual_seed(seed)
+    W, b, s = torch.randn(4, 2), torch.randn(4), 0.7
+    model, exact_guide, exact = linear_gaussian(W, b, s)
+    marginal = dist.MultivariateNormal(b, W @ W.T + s**2 * torch.eye(4))
+    x = marginal.sample((num_data,))
+    precision = torch.eye(2) + W.T @ W / s**2
+    cov_post = torch.linalg.inv(precision)
+
+    # E_q[log p(x|z)] + E_q[log p(z)] + H[q] for q = N(m, diag(v)), in closed form
+    m = (x - b) @ W @ cov_post.T / s**2 + shift
+    v = (widen * cov_post.diag().sqrt()) ** 2
+    resid = x - m @ W.T - b
+    e_lik = -0.5 * 4 * math.log(2 * math.pi * s**2) - (
+        (resid**2).sum(-1) + (W**2 @ v).sum()) / (2 * s**2)
+    e_prior = -math.log(2 * math.pi) - 0.5 * ((m**2).sum(-1) + v.sum())
+    entropy = math.log(2 * math.pi * math.e) + 0.5 * v.log().sum()
+
+    return dict(model=model, guide=shifted_guide(W, b, s, shift, widen),
+                exact_guide=exact_guide, x=x, exact=exact(x).double(), exact_fn=exact,
+                marginal=marginal, precision=precision,
+                closed_form_elbo=e_lik + e_prior + entropy, W=W, b=b, s=s)

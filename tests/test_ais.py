@@ -5,7 +5,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from exact_models import linear_gaussian, shifted_guide, two_layer_gaussian
+from exact_models import linear_gaussian, linear_gaussian_case, shifted_guide, two_layer_gaussian
 from pyro_vae.infer import (ModelGuideMismatch, ais_log_likelihood, bdmc, inference_gaps,
                             log_likelihood, sigmoid_schedule)
 from pyro_vae.infer.gaps import fit_local, local_guide
@@ -13,14 +13,7 @@ from pyro_vae.infer.gaps import fit_local, local_guide
 
 @pytest.fixture
 def lg():
-    torch.manual_seed(1)
-    W, b, s = torch.randn(4, 2), torch.randn(4), 0.7
-    model, exact_guide, exact = linear_gaussian(W, b, s)
-    marginal = dist.MultivariateNormal(b, W @ W.T + s**2 * torch.eye(4))
-    x = marginal.sample((30,))
-    precision = torch.eye(2) + W.T @ W / s**2
-    return dict(model=model, exact_guide=exact_guide, guide=shifted_guide(W, b, s), x=x,
-                exact=exact(x).double(), exact_fn=exact, precision=precision, W=W, b=b, s=s)
+    return linear_gaussian_case(30)
 
 
 def test_sigmoid_schedule():

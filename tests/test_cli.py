@@ -9,17 +9,14 @@ import pytest
 import torch
 
 from pyro_vae import cli
+from tiny_runs import TINY, train_tiny
 from pyro_vae.checkpoint import load_checkpoint
 
-TINY = ["--quiet", "--epochs", "2", "--batch-size", "200", "--latent-dim", "4",
-        "--set", "model.hidden=[16]", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "digits"
-    assert cli.main(["train", "--out", str(out), *TINY]) == 0
-    return out
+    return train_tiny(tmp_path_factory)
 
 
 def test_train_writes_the_run_folder(trained_run, capsys):

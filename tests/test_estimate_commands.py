@@ -6,18 +6,15 @@ import pytest
 import torch
 
 from pyro_vae import cli
+from tiny_runs import TINY, train_tiny
 
-TINY = ["--quiet", "--epochs", "2", "--batch-size", "200", "--latent-dim", "4",
-        "--set", "model.hidden=[16]", "--device", "cpu"]
 FAST = ["--num-test", "12", "--num-chains", "3", "--num-steps", "6", "--num-leapfrog", "2",
         "--quiet", "--device", "cpu"]
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "digits"
-    assert cli.main(["train", "--out", str(out), *TINY]) == 0
-    return out
+    return train_tiny(tmp_path_factory)
 
 
 def test_evaluate_ais_adds_its_numbers_beside_the_iwae_ones(run, capsys):

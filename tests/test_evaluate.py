@@ -8,7 +8,7 @@ from pyro.infer import Trace_ELBO
 
 from pyro_vae.infer import ModelGuideMismatch, elbo, log_weights
 
-from exact_models import linear_gaussian
+from exact_models import linear_gaussian, linear_gaussian_case
 
 
 def test_elbo_matches_pyro_trace_elbo(small_vae, binary_batch):
@@ -112,31 +112,7 @@ from pyro_vae.infer import compare, latent_report, log_likelihood  # noqa: E402
 @pytest.fixture
 def lg():
     """A linear-Gaussian model, data drawn from it, and an imperfect diagonal guide."""
-    torch.manual_seed(1)
-    W, b, s = torch.randn(4, 2), torch.randn(4), 0.7
-    model, exact_guide, exact = linear_gaussian(W, b, s)
-    marginal = dist.MultivariateNormal(b, W @ W.T + s**2 * torch.eye(4))
-    x = marginal.sample((20,))
-    cov_post = torch.linalg.inv(torch.eye(2) + W.T @ W / s**2)
-    shift, widen = 1.0, 1.5
-
-    def guide(x):  # right family, wrong mean and scale, no correlations
-        mean = (x - b) @ W @ cov_post.T / s**2 + shift
-        with pyro.plate("data", x.shape[0], dim=-1):
-            pyro.sample("z", dist.Normal(mean, widen * cov_post.diag().sqrt()).to_event(1))
-
-    def closed_form_elbo(x):
-        m = (x - b) @ W @ cov_post.T / s**2 + shift
-        v = (widen * cov_post.diag().sqrt()) ** 2
-        resid = x - m @ W.T - b
-        e_lik = -0.5 * 4 * math.log(2 * math.pi * s**2) - (
-            (resid**2).sum(-1) + (W**2 @ v).sum()) / (2 * s**2)
-        e_prior = -math.log(2 * math.pi) - 0.5 * ((m**2).sum(-1) + v.sum())
-        entropy = math.log(2 * math.pi * math.e) + 0.5 * v.log().sum()
-        return e_lik + e_prior + entropy
-
-    return dict(model=model, guide=guide, exact_guide=exact_guide, exact=exact(x), x=x,
-                closed_form_elbo=closed_form_elbo(x), marginal=marginal, exact_fn=exact)
+    return linear_gaussian_case(20)
 
 
 def test_iwae_approaches_exact_log_likelihood(lg):

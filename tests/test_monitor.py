@@ -7,9 +7,9 @@ import pytest
 
 from pyro_vae import cli
 from pyro_vae import monitor as M
+from tiny_runs import TINY_SETTINGS
 
-TINY = ["--quiet", "--batch-size", "200", "--latent-dim", "4", "--set", "model.hidden=[16]",
-        "--set", "eval.k=5", "--device", "cpu"]
+TINY = [*TINY_SETTINGS, "--set", "eval.k=5"]
 
 
 def events(folder):

@@ -19,9 +19,9 @@ from pyro_vae.lock import LOCK, RunLock
 from pyro_vae.runfolder import MARKER
 from pyro_vae.compatibility import with_num_classes
 from pyro_vae.trainer import diverging
+from tiny_runs import TINY_SETTINGS
 
-TINY = ["--quiet", "--epochs", "2", "--batch-size", "200", "--latent-dim", "4",
-        "--set", "model.hidden=[16]", "--set", "eval.k=5", "--device", "cpu"]
+TINY = [*TINY_SETTINGS, "--epochs", "2", "--set", "eval.k=5"]
 
 
 def train(out, *extra):
@@ -455,8 +455,7 @@ def test_two_processes_never_share_a_run(tmp_path, capsys):
     import time
 
     out = tmp_path / "r"
-    args = [a for a in TINY if a != "2"]
-    args[args.index("--epochs") + 1:args.index("--epochs") + 1] = ["100000"]
+    args = [*TINY_SETTINGS, "--set", "eval.k=5", "--epochs", "100000"]
     proc = subprocess.Popen([sys.executable, "-m", "pyro_vae", "train", "--out", str(out), *args],
                             env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

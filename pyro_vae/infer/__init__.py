@@ -27,7 +27,7 @@ particles are drawn in one outer particle plate, or one at a time with
 >>> from pyro_vae.infer import log_likelihood, log_weights, compare
 """
 
-from .ais import AISResult, ais_log_likelihood
+from .ais import AISResult, AnnealingSettings, ais_log_likelihood
 from .annealing import TARGET_ACCEPTANCE, AnnealedChains, sigmoid_schedule
 from .bdmc import BDMCResult, bdmc, simulate
 from .chunks import (batch_args, batch_size_of, check_data, data_fingerprint, device_of,
@@ -47,8 +47,8 @@ from .traces import (PARTICLE_PLATE, ModelGuideMismatch, ParticleBroadcastError,
                      plate_nesting, with_kwargs)
 
 __all__ = [
-    "AISResult", "AnnealedChains", "BDMCResult", "GapsResult", "LOG_LIKELIHOOD_METHODS",
-    "TARGET_ACCEPTANCE", "ais_log_likelihood", "bdmc", "inference_gaps", "is_auxiliary",
+    "AISResult", "AnnealedChains", "AnnealingSettings", "BDMCResult", "GapsResult",
+    "LOG_LIKELIHOOD_METHODS", "TARGET_ACCEPTANCE", "ais_log_likelihood", "bdmc", "inference_gaps", "is_auxiliary",
     "sigmoid_schedule", "simulate",
     "Comparison", "DReGIWAEObjective", "ELBO", "FLAT_WEIGHTS_NATS", "FreeBitsELBO",
     "IWAEObjective", "LatentReport", "LogLikelihoodResult", "MIN_PARTICLES_KHAT",

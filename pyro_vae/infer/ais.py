@@ -39,8 +39,44 @@ ACCEPTANCE_BINS = 100
 
 
 @dataclass
-class AISResult(PerDatapointEstimate):
-    """Per-datapoint AIS estimates of log p(x) and the chains' diagnostics.
+class AnnealingSettings:
+    """The settings an annealed estimate ran with (a base of :class:`AISResult` and
+    :class:`~pyro_vae.infer.bdmc.BDMCResult`).
+
+    :ivar int num_chains: C, chains per datapoint.
+    :ivar int num_steps: T, the intermediate distributions (transitions: T - 1).
+    :ivar int num_leapfrog: leapfrog steps per HMC transition.
+    :ivar str step_size_rule: ``"pilot"`` (tuned in a pilot run) or ``"fixed"``.
+    :ivar int seed: the seed of the chains.
+    :ivar str fingerprint: :func:`~pyro_vae.infer.data_fingerprint` of the data.
+    """
+
+    num_chains: int
+    num_steps: int
+    num_leapfrog: int
+    step_size_rule: str
+    seed: int
+    fingerprint: str
+
+    @staticmethod
+    def of(num_chains, num_steps, num_leapfrog, step_size, seed, data):
+        """The settings' keyword arguments for a result, from the estimator's arguments
+        (``step_size=None`` means the pilot rule) and the data it ran on."""
+        return dict(num_chains=int(num_chains), num_steps=int(num_steps),
+                    num_leapfrog=int(num_leapfrog),
+                    step_size_rule="pilot" if step_size is None else "fixed", seed=int(seed),
+                    fingerprint=data_fingerprint(data))
+
+    def describe(self):
+        """One line for a table: ``"T steps x C chains, L leapfrog, step size RULE"``."""
+        return (f"{self.num_steps} steps x {self.num_chains} chains, {self.num_leapfrog} "
+                f"leapfrog, step size {self.step_size_rule}")
+
+
+@dataclass
+class AISResult(PerDatapointEstimate, AnnealingSettings):
+    """Per-datapoint AIS estimates of log p(x), the chains' diagnostics and the settings
+    (the fields of :class:`AnnealingSettings`).
 
     :ivar log_likelihood: ``(N,)`` nats, ``log mean_c w_c`` over the ``C`` chains: a
         stochastic lower bound of log p(x) (its exponential is unbiased).
@@ -52,12 +88,6 @@ class AISResult(PerDatapointEstimate):
         blocks of transitions (all of them when fewer).
     :ivar acceptance_betas: ``(bins,)`` the mean temperature of each block.
     :ivar step_size: ``(N,)`` the mean leapfrog step size each datapoint's chains used.
-    :ivar int num_chains: C.
-    :ivar int num_steps: T, the intermediate distributions (transitions: T - 1).
-    :ivar int num_leapfrog: leapfrog steps per HMC transition.
-    :ivar str step_size_rule: ``"pilot"`` (tuned in a pilot run) or ``"fixed"``.
-    :ivar int seed: the seed of the chains.
-    :ivar str fingerprint: :func:`~pyro_vae.infer.data_fingerprint` of the data.
     :ivar int event_size: scalars per datapoint (for bits/dim).
     :ivar float seconds: wall time.
     """
@@ -68,12 +98,6 @@ class AISResult(PerDatapointEstimate):
     acceptance: torch.Tensor
     acceptance_betas: torch.Tensor
     step_size: torch.Tensor
-    num_chains: int
-    num_steps: int
-    num_leapfrog: int
-    step_size_rule: str
-    seed: int
-    fingerprint: str
     event_size: int
     seconds: float = 0.0
 
@@ -235,9 +259,8 @@ def ais_log_likelihood(model, guide, data, num_chains=16, num_steps=500, num_lea
         log_likelihood=out["ll"], mc_se=out["mc_se"], ess=out["ess"],
         acceptance=out["acceptance"], acceptance_betas=bin_acceptance(
             torch.zeros(1, int(num_steps) - 1), betas)[1],
-        step_size=out["step_size"], num_chains=int(num_chains), num_steps=int(num_steps),
-        num_leapfrog=int(num_leapfrog), step_size_rule="pilot" if step_size is None else "fixed",
-        seed=int(seed), fingerprint=data_fingerprint(data),
+        step_size=out["step_size"],
+        **AnnealingSettings.of(num_chains, num_steps, num_leapfrog, step_size, seed, data),
         event_size=int(batch_args(data)[0][0].numel()), seconds=time.perf_counter() - start_time)
 
 

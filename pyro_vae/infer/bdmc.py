@@ -17,16 +17,18 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from .ais import prepare_annealing, step_size_schedule, weight_summary
+from .ais import AnnealingSettings, prepare_annealing, step_size_schedule, weight_summary
 from .annealing import AnnealedChains
-from .chunks import batch_args, data_fingerprint, map_chunks
+from .chunks import batch_args, map_chunks
 from .diagnostics import standard_error
 from .traces import ModelGuideMismatch, is_sample
 
 
 @dataclass
-class BDMCResult:
-    """BDMC's two bounds of log p(x*) on simulated data ``x*``.
+class BDMCResult(AnnealingSettings):
+    """BDMC's two bounds of log p(x*) on simulated data ``x*``, and the settings (the
+    fields of :class:`~pyro_vae.infer.ais.AnnealingSettings`; ``fingerprint`` is that of the
+    simulated data).
 
     :ivar lower: ``(N,)`` nats, forward AIS from the guide: a stochastic lower bound.
     :ivar upper: ``(N,)`` nats, reverse AIS from the simulated latents: a stochastic upper
@@ -40,12 +42,6 @@ class BDMCResult:
         :attr:`~pyro_vae.infer.ais.AISResult.acceptance`).
     :ivar reverse_acceptance: ``(N, bins)`` the same for the reverse chains, in the order
         they ran (from the posterior down to the guide).
-    :ivar int num_chains: chains per datapoint in each direction.
-    :ivar int num_steps: T.
-    :ivar int num_leapfrog: leapfrog steps per transition.
-    :ivar str step_size_rule: ``"pilot"`` or ``"fixed"``.
-    :ivar int seed: the seed of the simulation and the chains.
-    :ivar str fingerprint: :func:`~pyro_vae.infer.data_fingerprint` of the simulated data.
     :ivar float seconds: wall time.
     """
 
@@ -56,12 +52,6 @@ class BDMCResult:
     upper_mc_se: torch.Tensor
     forward_acceptance: torch.Tensor
     reverse_acceptance: torch.Tensor
-    num_chains: int
-    num_steps: int
-    num_leapfrog: int
-    step_size_rule: str
-    seed: int
-    fingerprint: str
     seconds: float = 0.0
 
     @property
@@ -182,7 +172,7 @@ def bdmc(model, guide, data, num_chains=16, num_steps=500, num_leapfrog=10, step
         lower=out["lower"], upper=out["upper"], data=out["data"],
         lower_mc_se=out["lower_mc_se"], upper_mc_se=out["upper_mc_se"],
         forward_acceptance=out["forward_acceptance"],
-        reverse_acceptance=out["reverse_acceptance"], num_chains=int(num_chains),
-        num_steps=int(num_steps), num_leapfrog=int(num_leapfrog),
-        step_size_rule="pilot" if step_size is None else "fixed", seed=int(seed),
-        fingerprint=data_fingerprint(out["data"]), seconds=time.perf_counter() - start_time)
+        reverse_acceptance=out["reverse_acceptance"],
+        **AnnealingSettings.of(num_chains, num_steps, num_leapfrog, step_size, seed,
+                               out["data"]),
+        seconds=time.perf_counter() - start_time)
