@@ -21,6 +21,19 @@ Each chain (and datapoint) has its own step size, as a per-chain scale of Pyro's
 integrator: with ``step_size=1``, the potential ``sum_c eps_c U_c`` and the kinetic gradient
 ``eps_c r_c``, :func:`~pyro.ops.integrator.velocity_verlet` takes the leapfrog step
 ``eps_c`` of every chain ``c`` at once.
+
+Flow guides. A guide site whose distribution is a normalizing flow (a
+:class:`~torch.distributions.TransformedDistribution` of a real-valued base, such as the IAF
+guide) is moved in the flow's base space: the chain's state is the base value ``e`` and the
+site's value is ``z = f(e)``, computed forwards through the site's own transforms, so that
+``log q(z|x)`` comes from their cache and the change of variables adds ``log |det df/de|``
+to the energy (HMC in a flow's base space is NeuTra HMC, Hoffman et al. 2019,
+arXiv:1903.03704). The path, its intermediate densities in z and the weights (ratios of
+densities at the same point) are those of the chains in z; only the HMC dynamics differ.
+In z itself, ``log q(z|x)`` at a point the chains reach would need the flow's inverse: for
+an autoregressive flow, one network pass per latent dimension; for planar and radial flows,
+none exists. A flow's inverse is computed only to start chains at given latents (BDMC's
+reverse chains).
 """
 
 import math
@@ -29,8 +42,9 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import sum_rightmost
+from pyro.poutine.messenger import Messenger
 from pyro.ops.integrator import velocity_verlet
-from torch.distributions import biject_to
+from torch.distributions import Independent, TransformedDistribution, biject_to
 from torch.distributions.transforms import ComposeTransform
 
 from .chunks import batch_args, batch_size_of
@@ -76,13 +90,16 @@ class AnnealedChains:
     :param dict start: latent values to start every chain from, each of the site's shape
         without the particle dim (e.g. ``(B, D)``: an exact posterior sample for the
         reverse chain of BDMC); ``None`` starts each chain at its own draw from the guide.
+    :param bool flow_base: move flow sites in their base space (default; see the module's
+        docstring); ``False`` moves them in z, through the flow's inverse (benchmarks).
     :raises ModelGuideMismatch: see :func:`~pyro_vae.infer.log_weights`; also for a
         discrete latent site (HMC moves continuous latents only), a site whose
         unconstrained form has another event shape (e.g. ``corr_cholesky``), or a guide
         with auxiliary sites (Pyro's autoguides: no density at arbitrary z), naming them.
     """
 
-    def __init__(self, model, guide, x, num_chains, data_plate, nesting, start=None):
+    def __init__(self, model, guide, x, num_chains, data_plate, nesting, start=None,
+                 flow_base=True):
         self.model, self.guide, self.x = model, guide, x
         self.num_chains, self.data_plate, self.nesting = int(num_chains), data_plate, nesting
         self.batch_size = batch_size_of(x)
@@ -107,17 +124,21 @@ class AnnealedChains:
                     "annealed importance sampling moves the latents with Hamiltonian Monte "
                     "Carlo, which needs continuous ones. Sum the discrete site out in the "
                     "model (enumeration) or use the IWAE bound (log_likelihood)")
-            transform = biject_to(site["fn"].support)
+            flow = flow_of(site["fn"]) if flow_base else None
+            transform = biject_to((flow.base_dist if flow else site["fn"]).support)
             if transform.domain.event_dim != transform.codomain.event_dim:
                 raise ModelGuideMismatch(
                     f"latent site {name!r} has support {site['fn'].support}, whose "
                     "unconstrained space has another number of event dims "
                     f"({transform.domain.event_dim}, not {transform.codomain.event_dim}); "
                     "annealing supports latents whose unconstrained form keeps their shape")
-            value = site["value"].detach()
+            value = site["value"]  # not detached yet: a flow's own draw is in its cache
             if start is not None:
                 value = start[name].to(value).expand(value.shape)
-            self.sites[name] = {"transform": transform,
+            if flow is not None:  # the state is the flow's base value
+                value = flow_inverse(flow, value, name)
+            value = value.detach()
+            self.sites[name] = {"transform": transform, "flow": flow is not None,
                                 "event_dim": site["fn"].event_dim,
                                 "data_dim": data_plate_dim(guide_trace, "guide", name, data_plate),
                                 "shape": value.shape}
@@ -142,20 +163,26 @@ class AnnealedChains:
     def densities(self, state):
         """``(log q(z|x), log p(x, z), log |det dz/du|)``, each ``(C, B)`` in nats, at the
         unconstrained latent values ``state``."""
-        z, log_det = {}, 0.0
+        z, base, ladjs = {}, {}, {}
         for name, u in state.items():
-            transform = self.sites[name]["transform"]
-            z[name] = transform(u)
+            info = self.sites[name]
+            transform = info["transform"]
+            value = transform(u)
             if transform.bijective and not _is_identity(transform):
-                ladj = transform.log_abs_det_jacobian(u, z[name])
-                ladj = sum_rightmost(ladj, self.sites[name]["event_dim"] - transform.codomain.event_dim)
-                log_det = log_det + datapoint_sum(ladj, self.sites[name]["data_dim"], self.nesting)
+                ladjs[name] = sum_rightmost(transform.log_abs_det_jacobian(u, value),
+                                            info["event_dim"] - transform.codomain.event_dim)
+            (base if info["flow"] else z)[name] = value
         args = (self.data_plate, self.num_chains, self.batch_size, self.nesting)
+        flows = FlowBaseCondition(base)
         with poutine.block(), pyro.plate(PARTICLE_PLATE, self.num_chains, dim=-(self.nesting + 1)):
-            guide_trace = poutine.trace(poutine.condition(self.guide, data=z)).get_trace(
+            guide_trace = poutine.trace(flows(poutine.condition(self.guide, data=z))).get_trace(
                 *batch_args(self.x))
+            z.update({name: guide_trace.nodes[name]["value"] for name in base})
             model_trace = poutine.trace(poutine.condition(self.model, data=z)).get_trace(
                 *batch_args(self.x))
+        log_det = 0.0
+        for name, ladj in [*ladjs.items(), *flows.log_det.items()]:
+            log_det = log_det + datapoint_sum(ladj, self.sites[name]["data_dim"], self.nesting)
         log_q = per_datapoint(guide_trace, "guide", *args, include="all")
         log_joint = per_datapoint(model_trace, "model", *args, include="all")
         log_det = torch.as_tensor(log_det).to(log_q).expand_as(log_q)
@@ -258,6 +285,62 @@ class AnnealedChains:
         acceptance = torch.stack(acceptance, 1) if acceptance else \
             self.log_q.new_zeros(self.batch_size, 0)
         return log_w, acceptance, eps
+
+
+def flow_of(fn):
+    """The :class:`~torch.distributions.TransformedDistribution` inside a guide site's
+    distribution ``fn`` (itself, or under ``to_event``) when the chains can move in its base
+    space: every transform keeps the event dims. ``None`` otherwise."""
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    if isinstance(fn, TransformedDistribution) and fn.transforms and all(
+            t.domain.event_dim == t.codomain.event_dim for t in fn.transforms):
+        return fn
+    return None
+
+
+def flow_inverse(flow, value, name):
+    """The base value ``e`` with ``f(e) = value`` for ``flow``'s transforms: free for the
+    flow's own draws (the transforms' cache), one inverse otherwise.
+
+    :raises ModelGuideMismatch: when a transform has no inverse (planar, radial)."""
+    for t in reversed(flow.transforms):
+        try:
+            value = t.inv(value)
+        except (NotImplementedError, KeyError):  # KeyError: Pyro's planar and radial
+            raise ModelGuideMismatch(
+                f"the guide's flow at site {name!r} has a transform without an inverse "
+                f"({type(t).__name__}): chains can start only at the flow's own draws, not at "
+                "given latents (BDMC's reverse chains). Use an invertible flow (e.g. iaf) or "
+                "forward AIS alone") from None
+    return value
+
+
+class FlowBaseCondition(Messenger):
+    """Condition flow sites on their base values: at a site named in ``base``, the value
+    is ``f(e)`` through the site's own transforms (so the site's ``log_prob`` reads their
+    cache, no inverse), observed as with ``poutine.condition``; :attr:`log_det` then holds
+    each site's ``log |det df/de|``, summed over its event dims (batch shape).
+
+    :param dict base: site name to base value ``e``, of the site's shape.
+    """
+
+    def __init__(self, base):
+        super().__init__()
+        self.base, self.log_det = base, {}
+
+    def _pyro_sample(self, msg):
+        name = msg["name"]
+        if name not in self.base:
+            return
+        flow = flow_of(msg["fn"])
+        y, ladj = self.base[name], 0.0
+        for t in flow.transforms:
+            x, y = y, t(y)
+            ladj = ladj + sum_rightmost(t.log_abs_det_jacobian(x, y),
+                                        msg["fn"].event_dim - t.codomain.event_dim)
+        msg["value"], msg["is_observed"] = y, True
+        self.log_det[name] = ladj
 
 
 def _is_identity(transform):
