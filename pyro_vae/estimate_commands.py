@@ -183,11 +183,16 @@ def cmd_gaps(args):
     """``pyro-vae gaps RUN``: approximation and amortization gaps on test images."""
     from . import infer
 
-    result, summary = run_estimate(args, "gaps", lambda vae, test, device, config: (
-        infer.inference_gaps(vae.model, vae.proposal(), test, log_likelihood=args.log_likelihood,
-                             local_steps=args.local_steps, local_lr=args.local_lr, device=device,
-                             progress=not args.quiet, **_ais_kwargs(args, config))),
-        ("method", "settings", "num_test"))
+    def estimate(vae, test, device, config):
+        log_likelihood = args.log_likelihood
+        if log_likelihood == "ais":  # the saved estimate of these settings and images, or
+            log_likelihood = ais_result(args.run, args, reuse=True)[0]  # a new one, saved
+        return infer.inference_gaps(
+            vae.model, vae.proposal(), test, log_likelihood=log_likelihood,
+            local_steps=args.local_steps, local_lr=args.local_lr, device=device,
+            progress=not args.quiet, **_ais_kwargs(args, config))
+
+    result, summary = run_estimate(args, "gaps", estimate, ("method", "settings", "num_test"))
     print(f"{args.run}: {summary['num_test']} test images; values in nats per image")
     print_table(["estimate"], [[
         (label, f"{fmt(summary[key])} +- {fmt(summary[key + '_se'])}") for label, key in (

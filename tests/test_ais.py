@@ -209,3 +209,13 @@ def test_the_local_fit_keeps_the_models_trained_parameters(lg):
                        num_steps=10, num_particles=400, local_steps=0)
     assert abs(float(r.amortization_gap.mean())) < 0.05
     assert float(pyro.param("sigma").detach()) == pytest.approx(0.7)
+
+
+def test_gaps_use_a_given_ais_estimate_of_the_same_data_only(lg):
+    ais = ais_log_likelihood(lg["model"], lg["guide"], lg["x"], num_chains=4, num_steps=10,
+                             num_leapfrog=3, seed=2)
+    r = inference_gaps(lg["model"], lg["guide"], lg["x"], log_likelihood=ais, local_steps=20)
+    assert torch.equal(r.log_likelihood, ais.log_likelihood.double())
+    assert r.method == "ais" and r.settings["num_steps"] == 10 and r.settings["ais_seed"] == 2
+    with pytest.raises(ValueError, match="other data"):
+        inference_gaps(lg["model"], lg["guide"], lg["x"][:5], log_likelihood=ais)

@@ -66,17 +66,35 @@ def test_bdmc_and_gaps_keep_one_entry_per_setting(run, capsys):
         entry["approximation_gap"] + entry["amortization_gap"])
 
 
+def test_gaps_take_log_likelihood_from_the_saved_ais_estimate(run, capsys):
+    """After evaluate --method ais (above) the gaps of the same settings and images reuse
+    its per-image estimates: no second AIS run, the same numbers."""
+    saved_path = run / "ais-T6-C3-L2-pilot-seed0-n12.pt"
+    stamp = saved_path.stat().st_mtime_ns
+    assert cli.main(["gaps", str(run), *FAST, "--local-steps", "5"]) == 0
+    entry = [e for e in json.loads((run / "gaps.json").read_text())["entries"]
+             if e["method"] == "ais"][0]
+    saved = torch.load(saved_path, weights_only=True)
+    assert saved_path.stat().st_mtime_ns == stamp
+    assert entry["log_likelihood"] == pytest.approx(float(saved["log_likelihood"].double().mean()))
+    assert entry["settings"]["num_steps"] == 6 and entry["settings"]["ais_seed"] == 0
+    # a new setting computes (and keeps) its own AIS estimate first
+    assert cli.main(["gaps", str(run), *FAST, "--local-steps", "5", "--num-steps", "4"]) == 0
+    assert (run / "ais-T4-C3-L2-pilot-seed0-n12.pt").is_file()
+
+
 def test_the_report_shows_every_estimate_against_compute(run, tmp_path):
-    """After the tests above the run holds IWAE, AIS, BDMC (two settings) and gaps."""
+    """After the tests above the run holds IWAE, AIS (two settings), BDMC (two) and gaps."""
     from pyro_vae.estimate_plots import plot_bound_vs_compute, saved_ais, saved_entries
     from pyro_vae.runs import load_result
 
     ais, bdmc = saved_ais(run), saved_entries(run, "bdmc")
-    assert [a["num_steps"] for a in ais] == [6] and len(bdmc) == 2
+    assert [a["num_steps"] for a in ais] == [4, 6] and len(bdmc) == 2
     ax = plot_bound_vs_compute(load_result(run, 100, 0), ais, bdmc)
     labels = [line.get_label() for line in ax.get_lines()]
     assert labels[0].startswith("IWAE") and labels[1].startswith("AIS, 3 chains")
-    assert ax.get_lines()[1].get_xdata()[0] == 3 * (1 + 5 * 3)  # chains x evaluations
+    # chains x evaluations: T - 1 transitions of 2 leapfrog steps and one more gradient
+    assert list(ax.get_lines()[1].get_xdata()) == [3 * (1 + 3 * 3), 3 * (1 + 5 * 3)]
     assert {"BDMC upper bound (12 simulated images)", "BDMC lower bound (same images)"} \
         <= set(labels)
     assert cli.main(["report", str(run), "-o", str(tmp_path / "rep")]) == 0

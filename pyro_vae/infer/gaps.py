@@ -30,7 +30,7 @@ from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroParam
 from torch.distributions import biject_to
 
-from .ais import prepare_annealing, step_size_schedule
+from .ais import AISResult, prepare_annealing, step_size_schedule
 from .annealing import AnnealedChains, log_mean_exp
 from .chunks import batch_args, check_data, data_fingerprint, map_chunks
 from .diagnostics import standard_error
@@ -184,10 +184,12 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
     :param callable model: a Pyro model following the plate contract.
     :param callable guide: its amortized guide.
     :param data: ``(N, *event_shape)``, or a tuple of model arguments.
-    :param str log_likelihood: ``"ais"`` (:func:`~pyro_vae.infer.ais_log_likelihood` with
+    :param log_likelihood: ``"ais"`` (:func:`~pyro_vae.infer.ais_log_likelihood` with
         ``num_chains``, ``num_steps``, ``num_leapfrog``, ``step_size``, ``pilot_chains``,
-        ``initial_step_size``) or ``"iwae"`` (the IWAE bound with ``k = num_chains *
-        num_steps`` particles: the same number of model evaluations as AIS, roughly).
+        ``initial_step_size``), ``"iwae"`` (the IWAE bound with ``k = num_chains *
+        num_steps`` particles: the same number of model evaluations as AIS, roughly), or an
+        :class:`~pyro_vae.infer.AISResult` of the same data, whose estimates are used as
+        they are (no chains are run; method and settings are taken from it).
     :param int num_particles: particles of each ELBO estimate.
     :param int local_steps: Adam steps of the local fit.
     :param float local_lr: its learning rate.
@@ -206,9 +208,19 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
     :raises ValueError: for bad data or settings, or an unknown ``log_likelihood``.
     :raises ModelGuideMismatch: see :func:`~pyro_vae.infer.ais_log_likelihood`.
     """
-    if log_likelihood not in LOG_LIKELIHOOD_METHODS:
-        raise ValueError(f"log_likelihood must be one of {LOG_LIKELIHOOD_METHODS}, got "
-                         f"{log_likelihood!r}")
+    given = log_likelihood if isinstance(log_likelihood, AISResult) else None
+    if given is not None:
+        if given.fingerprint != data_fingerprint(data):
+            raise ValueError("the AIS result given as log_likelihood is of other data "
+                             f"(fingerprint {given.fingerprint}, the data's "
+                             f"{data_fingerprint(data)}): pass the AIS result of this data")
+        num_chains, num_steps, num_leapfrog = (given.num_chains, given.num_steps,
+                                               given.num_leapfrog)
+        step_size = None if given.step_size_rule == "pilot" else float(given.step_size[0])
+        seed_ais = given.seed
+    elif log_likelihood not in LOG_LIKELIHOOD_METHODS:
+        raise ValueError(f"log_likelihood must be one of {LOG_LIKELIHOOD_METHODS} or an "
+                         f"AISResult, got {log_likelihood!r}")
     check_data(data, num_particles, batch_size, 1)
     for name, value in (("local_steps", local_steps), ("local_particles", local_particles)):
         if int(value) != value or value < 0 or (name == "local_particles" and value < 1):
@@ -233,7 +245,9 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
             auto = local_guide(model, guide, x, nesting)
             fit_local(model, auto, x, nesting, local_steps, local_lr, local_particles)
             out["local_elbo"] = elbo_of(auto, x)
-        if log_likelihood == "ais":
+        if given is not None:
+            pass
+        elif log_likelihood == "ais":
             eps = step_size_schedule(model, guide, x, betas, step_size, num_leapfrog,
                                      pilot_chains, initial_step_size, data_plate, nesting)
             chains = AnnealedChains(model, guide, x, num_chains, data_plate, nesting)
@@ -247,6 +261,8 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
     with pyro.validation_enabled(False):
         out = map_chunks(compute, data, batch_size, seed, device, world, progress,
                          desc="inference gaps")
+    if given is not None:
+        out["ll"], log_likelihood = given.log_likelihood.double(), "ais"
     settings = {"seed": int(seed), "num_particles": int(num_particles),
                 "local_steps": int(local_steps),
                 "local_lr": float(local_lr), "local_particles": int(local_particles),
@@ -256,6 +272,8 @@ def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
                      "step_size": "pilot" if step_size is None else float(step_size),
                      "schedule": "sigmoid", "schedule_delta": float(schedule_delta)}
                     if log_likelihood == "ais" else {"k": k})
+    if given is not None:  # the given run's own seed and schedule
+        settings["ais_seed"] = int(seed_ais)
     return GapsResult(elbo=out["elbo"], local_elbo=out["local_elbo"], log_likelihood=out["ll"],
                       method=log_likelihood, settings=settings,
                       fingerprint=data_fingerprint(data), seconds=time.perf_counter() - start_time)
