@@ -49,7 +49,8 @@ def ais_path(run, result):
 def ais_result(run, args, reuse=False, test_sets=None):
     """AIS on the first ``args.num_test`` test images of ``run`` with the settings of
     ``args``; saves the per-image estimates in the run folder (:func:`ais_path`). With
-    ``reuse``, a saved estimate of the same settings and images is read instead.
+    ``reuse``, a saved estimate of the same settings, images and weights (the checkpoint's
+    digest) is read instead: with the same seed a new run would repeat it.
 
     :returns: ``(result, config, state, proposal)``.
     """
@@ -68,15 +69,18 @@ def ais_result(run, args, reuse=False, test_sets=None):
                         ("num_steps", kwargs["num_steps"]),
                         ("num_leapfrog", kwargs["num_leapfrog"]), ("seed", kwargs["seed"]),
                         ("step_size_rule", "pilot" if args.step_size is None else "fixed"),
-                        ("fingerprint", infer.data_fingerprint(test)))):
+                        ("fingerprint", infer.data_fingerprint(test)),
+                        ("weights_digest", state.get("digest")))):
                 if args.step_size is None or torch.allclose(
                         saved["step_size"], torch.tensor(float(args.step_size))):
-                    saved.pop("format")
+                    for key in ("format", "weights_digest"):
+                        saved.pop(key)
                     return infer.AISResult(**saved), config, state, proposal
     vae.eval()
     result = infer.ais_log_likelihood(vae.model, vae.proposal(), test, device=device,
                                       progress=not args.quiet, **kwargs)
-    atomic_save({"format": "pyro_vae.ais", **vars(result)}, ais_path(run, result))
+    atomic_save({"format": "pyro_vae.ais", "weights_digest": state.get("digest"),
+                 **vars(result)}, ais_path(run, result))
     return result, config, state, proposal
 
 
@@ -84,10 +88,11 @@ def evaluate_ais(args):
     """``pyro-vae evaluate RUN --method ais``: AIS on the first ``--num-test`` test images;
     merges ``test_log_likelihood_ais*`` into ``RUN/eval.json`` (with the IWAE estimate of the
     same images, where the run's saved IWAE estimates cover them) and saves the per-image
-    estimates. The caller holds the run's lock."""
+    estimates, or reports the saved ones of the same settings, images and weights. The
+    caller holds the run's lock."""
     from .runs import load_result, update_eval_json
 
-    result, config, state, proposal = ais_result(args.run, args)
+    result, config, state, proposal = ais_result(args.run, args, reuse=True)
     summary = result.summary()
     iwae = load_result(args.run, config.eval.k, config.eval.seed)
     n = result.num_datapoints

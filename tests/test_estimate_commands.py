@@ -48,6 +48,22 @@ def test_compare_on_ais_reuses_the_saved_estimates(run, tmp_path, capsys):
     assert (other / "ais-T6-C3-L2-pilot-seed0-n12.pt").is_file()  # computed and kept
 
 
+def test_a_saved_ais_estimate_is_reused_only_for_the_same_weights(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", "--out", str(out), *TINY, "--epochs", "1"]) == 0
+    assert cli.main(["evaluate", str(out), "--method", "ais", *FAST]) == 0
+    path = out / "ais-T6-C3-L2-pilot-seed0-n12.pt"
+    first = torch.load(path, weights_only=True)
+    stamp = path.stat().st_mtime_ns
+    assert cli.main(["evaluate", str(out), "--method", "ais", *FAST]) == 0
+    assert path.stat().st_mtime_ns == stamp  # same settings, images, weights: reused
+    assert cli.main(["train", "--resume", str(out), "--epochs", "2", "--quiet"]) == 0
+    assert cli.main(["evaluate", str(out), "--method", "ais", *FAST]) == 0
+    second = torch.load(path, weights_only=True)
+    assert second["weights_digest"] != first["weights_digest"]  # trained on: computed anew
+    assert not torch.equal(second["log_likelihood"], first["log_likelihood"])
+
+
 def test_bdmc_and_gaps_keep_one_entry_per_setting(run, capsys):
     assert cli.main(["bdmc", str(run), *FAST]) == 0
     assert "upper bound (reverse AIS)" in capsys.readouterr().out
