@@ -75,12 +75,14 @@ def _add_eval_options(p):
 def _add_ais_options(p, num_test_help):
     """The options of the AIS-based commands (chains, steps, leapfrog, step size, images)."""
     p.add_argument("--num-test", type=int, default=1000, help=num_test_help)
-    p.add_argument("--num-chains", type=positive_int, default=16,
-                   help="AIS chains per image (default 16)")
-    p.add_argument("--num-steps", type=positive_int, default=500,
-                   help="AIS intermediate distributions (default 500)")
-    p.add_argument("--num-leapfrog", type=positive_int, default=10,
-                   help="leapfrog steps per HMC transition (default 10)")
+    from .infer.ais import DEFAULT_NUM_CHAINS, DEFAULT_NUM_LEAPFROG, DEFAULT_NUM_STEPS
+
+    p.add_argument("--num-chains", type=positive_int, default=DEFAULT_NUM_CHAINS,
+                   help=f"AIS chains per image (default {DEFAULT_NUM_CHAINS})")
+    p.add_argument("--num-steps", type=positive_int, default=DEFAULT_NUM_STEPS,
+                   help=f"AIS intermediate distributions (default {DEFAULT_NUM_STEPS})")
+    p.add_argument("--num-leapfrog", type=positive_int, default=DEFAULT_NUM_LEAPFROG,
+                   help=f"leapfrog steps per HMC transition (default {DEFAULT_NUM_LEAPFROG})")
     p.add_argument("--step-size", type=_positive_float, default=None,
                    help="one fixed leapfrog step size (default: tuned per image and "
                         "temperature in a pilot run)")

@@ -17,7 +17,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from .ais import AnnealingSettings, prepare_annealing, step_size_schedule, weight_summary
+from .ais import (DEFAULT_NUM_CHAINS, DEFAULT_NUM_LEAPFROG, DEFAULT_NUM_STEPS,
+                  AnnealingSettings, prepare_annealing, step_size_schedule, weight_summary)
 from .annealing import AnnealedChains
 from .chunks import batch_args, map_chunks
 from .diagnostics import standard_error
@@ -106,10 +107,10 @@ def simulate(model, x):
     return (value.detach(),) + args[1:], latents
 
 
-def bdmc(model, guide, data, num_chains=16, num_steps=500, num_leapfrog=10, step_size=None,
-         pilot_chains=4, initial_step_size=0.05, batch_size=100, seed=0, device=None,
-         data_plate="data", schedule_delta=4.0, progress=False, world=None, model_kwargs=None,
-         guide_kwargs=None):
+def bdmc(model, guide, data, num_chains=DEFAULT_NUM_CHAINS, num_steps=DEFAULT_NUM_STEPS,
+         num_leapfrog=DEFAULT_NUM_LEAPFROG, step_size=None, pilot_chains=4,
+         initial_step_size=0.05, batch_size=100, seed=0, device=None, data_plate="data",
+         schedule_delta=4.0, progress=False, world=None, model_kwargs=None, guide_kwargs=None):
     """Bidirectional Monte Carlo: a lower and an upper bound of log p(x*) for one
     simulated ``x*`` per row of ``data`` (Grosse et al. 2015, arXiv:1511.02543).
 

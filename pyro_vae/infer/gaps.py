@@ -30,7 +30,8 @@ from pyro.infer.autoguide.utils import deep_setattr
 from pyro.nn import PyroParam
 from torch.distributions import biject_to
 
-from .ais import AISResult, prepare_annealing, step_size_schedule
+from .ais import (DEFAULT_NUM_CHAINS, DEFAULT_NUM_LEAPFROG, DEFAULT_NUM_STEPS, AISResult,
+                  prepare_annealing, step_size_schedule)
 from .annealing import AnnealedChains, log_mean_exp
 from .chunks import batch_args, check_data, data_fingerprint, map_chunks
 from .diagnostics import standard_error
@@ -172,8 +173,9 @@ def fit_local(model, auto, x, nesting, steps, lr, num_particles):
 
 
 def inference_gaps(model, guide, data, log_likelihood="ais", num_particles=100,
-                   local_steps=500, local_lr=0.01, local_particles=10, num_chains=16,
-                   num_steps=500, num_leapfrog=10, step_size=None, pilot_chains=4,
+                   local_steps=500, local_lr=0.01, local_particles=10,
+                   num_chains=DEFAULT_NUM_CHAINS, num_steps=DEFAULT_NUM_STEPS,
+                   num_leapfrog=DEFAULT_NUM_LEAPFROG, step_size=None, pilot_chains=4,
                    initial_step_size=0.05, batch_size=100, seed=0, device=None, data_plate="data",
                    schedule_delta=4.0, progress=False, world=None, model_kwargs=None,
                    guide_kwargs=None):
