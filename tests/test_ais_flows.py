@@ -113,3 +113,92 @@ def test_planar_guides_anneal_forwards_but_cannot_start_at_given_latents(case):
     assert errors[0] < -1.0 and abs(errors[1]) < 0.1, errors
     with pytest.raises(ModelGuideMismatch, match="without an inverse"):
         bdmc(case["model"], guide, torch.zeros(5, 4), num_chains=2, num_steps=3, seed=0)
+
+
+def test_chains_at_the_posterior_temperature_keep_the_exact_posterior(case):
+    """Started at exact posterior draws (through the flow's inverse) and moved in the base
+    space at beta = 1, the chains must stay distributed as p(z|x): mean and covariance.
+    (The Jacobian term is pinned sharply by the LogNormal guide of test_ais.py, whose site
+    is a flow too: see test_a_lognormal_guide_is_a_flow_site.)"""
+    guide, _ = iaf_guide(case)
+    W, b, s = case["W"], case["b"], case["s"]
+    cov_post = torch.linalg.inv(case["precision"])
+    x = case["x"][:1].expand(400, 4)
+    mean_post = (x - b) @ W @ cov_post.T / s**2
+    pyro.set_rng_seed(1)
+    start = dist.MultivariateNormal(mean_post, cov_post).sample()
+    with pyro.validation_enabled(False):
+        chains = AnnealedChains(case["model"], guide, x, 1, "data", 1, start={"z": start})
+        for _ in range(40):
+            chains.transition(1.0, torch.full((400,), 0.3), 5)
+    z = chains.state["z"]
+    for t in chains_transforms(guide, x):
+        z = t(z)
+    z = z.detach()[0]
+    assert torch.allclose(z.mean(0), mean_post[0], atol=0.1)
+    assert torch.allclose(torch.cov(z.T), cov_post, atol=0.08)
+
+
+def test_a_lognormal_guide_is_a_flow_site():
+    """LogNormal is Normal pushed through exp: its site moves in the base space (log z)."""
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.LogNormal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z.log(), 0.5), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.LogNormal(x, 0.4))
+
+    assert AnnealedChains(model, guide, torch.randn(3), 2, "data", 1).sites["z"]["flow"]
+
+
+def chains_transforms(guide, x):
+    """The transforms of the guide's site ``z`` on ``x``."""
+    trace = pyro.poutine.trace(guide).get_trace(x)
+    return trace.nodes["z"]["fn"].transforms
+
+
+def test_the_projects_iaf_guide_is_never_inverted(monkeypatch):
+    """With the project's IAF guide (transforms rebuilt at every call) the chains read
+    log q(z|x) off the cache: the flow's inverse is never computed."""
+    from pyro_vae.config import ModelConfig
+    from pyro_vae.registries import build_vae
+
+    vae = build_vae(ModelConfig(latent_dim=3, hidden=[16], guide="iaf",
+                                guide_options={"num_flows": 2, "flow_hidden": [8]}), (64,))
+    calls = []
+    for name in ("_inverse", "_inverse_stable"):
+        original = getattr(T.AffineAutoregressive, name)
+        monkeypatch.setattr(T.AffineAutoregressive, name,
+                            lambda self, y, _f=original: calls.append(1) or _f(self, y))
+    x = torch.bernoulli(torch.full((5, 64), 0.3))
+    r = ais_log_likelihood(vae.model, vae.guide, x, num_chains=3, num_steps=5, num_leapfrog=2)
+    assert r.log_likelihood.shape == (5,) and torch.isfinite(r.log_likelihood).all()
+    assert calls == []
+
+
+def test_a_halfnormal_guide_is_annealed_in_z(case):
+    """HalfNormal is a TransformedDistribution of a Normal through |.|, not a bijection:
+    its site moves in z's unconstrained space, as any constrained latent."""
+    s = 0.5
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.HalfNormal(1.0))
+            pyro.sample("x", dist.Normal(z, s), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.HalfNormal(x.abs() + 0.5))
+
+    torch.manual_seed(4)
+    x = dist.Normal(dist.HalfNormal(1.0).sample((30,)), s).sample()
+    grid = torch.linspace(1e-5, 8, 40001, dtype=torch.float64)
+    joint = dist.HalfNormal(torch.tensor(1.0, dtype=torch.float64)).log_prob(grid) + \
+        dist.Normal(grid, s).log_prob(x[:, None].double())
+    exact = torch.logsumexp(joint, -1) + torch.log(grid[1] - grid[0])  # by quadrature
+    chains = AnnealedChains(model, guide, x, 4, "data", 1)
+    assert not chains.sites["z"]["flow"]
+    r = ais_log_likelihood(model, guide, x, num_chains=8, num_steps=150, num_leapfrog=5)
+    assert abs(float((r.log_likelihood.double() - exact).mean())) < 0.03

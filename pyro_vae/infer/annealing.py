@@ -290,11 +290,14 @@ class AnnealedChains:
 def flow_of(fn):
     """The :class:`~torch.distributions.TransformedDistribution` inside a guide site's
     distribution ``fn`` (itself, or under ``to_event``) when the chains can move in its base
-    space: every transform keeps the event dims. ``None`` otherwise."""
+    space: a real-valued base and bijective transforms that keep the event dims. ``None``
+    otherwise (e.g. HalfNormal, whose absolute value is not a bijection, or Gumbel, whose
+    base is bounded): such sites move in z."""
     while isinstance(fn, Independent):
         fn = fn.base_dist
     if isinstance(fn, TransformedDistribution) and fn.transforms and all(
-            t.domain.event_dim == t.codomain.event_dim for t in fn.transforms):
+            t.bijective and t.domain.event_dim == t.codomain.event_dim
+            for t in fn.transforms) and _is_identity(biject_to(fn.base_dist.support)):
         return fn
     return None
 
