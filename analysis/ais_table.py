@@ -59,22 +59,25 @@ def estimates(run, a):
     settings = ["--num-test", str(a.num_test), "--num-chains", str(a.num_chains),
                 "--num-steps", str(a.num_steps), "--num-leapfrog", str(a.num_leapfrog),
                 "--device", "cpu"] + (["--quiet"] if a.quiet else [])
-    for command in (["evaluate", str(run), "--method", "ais"], ["bdmc", str(run)],
-                    ["gaps", str(run)]):
-        if cli.main([*command, *settings]) != 0:
+    bdmc_images = ["--num-test", str(a.bdmc_num_test or a.num_test)]
+    for command in (["evaluate", str(run), "--method", "ais"],
+                    ["bdmc", str(run), *settings, *bdmc_images], ["gaps", str(run)]):
+        if cli.main([*command, *settings] if command[0] != "bdmc" else command) != 0:
             raise SystemExit(f"{' '.join(command)} failed")
     iwae = iwae_first(run, a.k, a.num_test)
     ais = [s for s in saved_ais(run) if (s["num_steps"], s["num_chains"], s["num_leapfrog"],
                                          s["log_likelihood"].shape[0]) ==
            (a.num_steps, a.num_chains, a.num_leapfrog, a.num_test)][0]
 
-    def entry(name, key):
+    def entry(name, key, images_key, images):
         return [e for e in saved_entries(run, name) if e[key]["num_steps"] == a.num_steps
                 and e[key]["num_chains"] == a.num_chains
-                and e[key]["num_leapfrog"] == a.num_leapfrog][-1]
+                and e[key]["num_leapfrog"] == a.num_leapfrog and e[images_key] == images][-1]
 
-    return {"iwae": iwae, "ais": ais, "bdmc": entry("bdmc", "bdmc_settings"),
-            "gaps": entry("gaps", "settings"),
+    return {"iwae": iwae, "ais": ais,
+            "bdmc": entry("bdmc", "bdmc_settings", "bdmc_num_simulated",
+                          a.bdmc_num_test or a.num_test),
+            "gaps": entry("gaps", "settings", "num_test", a.num_test),
             "bdmc_all": saved_entries(run, "bdmc"), "ais_all": saved_ais(run)}
 
 
@@ -91,6 +94,7 @@ def row(name, e, base):
            "acceptance": float(e["ais"]["acceptance"].mean()),
            "bdmc_lower": b["bdmc_lower"], "bdmc_upper": b["bdmc_upper"],
            "bdmc_width": b["bdmc_width"], "bdmc_width_se": b["bdmc_width_se"],
+           "bdmc_num_simulated": b["bdmc_num_simulated"],
            "elbo": g["elbo"], "local_elbo": g["local_elbo"],
            "approximation_gap": g["approximation_gap"],
            "approximation_gap_se": g["approximation_gap_se"],
@@ -107,7 +111,7 @@ def row(name, e, base):
 def markdown(rows, a, base_name):
     """The table in Markdown."""
     lines = [
-        f"| run | IWAE k = {a.k} | AIS | AIS - IWAE | BDMC upper - lower | ELBO | "
+        f"| run | IWAE k = {a.k} | AIS | AIS - IWAE | BDMC upper - lower (images) | ELBO | "
         "approximation gap | amortization gap | vs `" + base_name + "`: IWAE | vs `"
         + base_name + "`: AIS | AIS time |",
         "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -118,7 +122,8 @@ def markdown(rows, a, base_name):
         lines.append(
             f"| `{r['run']}` | {r['iwae']:.3f} +- {r['iwae_se']:.3f} | "
             f"{r['ais']:.3f} +- {r['ais_se']:.3f} | {r['ais_minus_iwae']:+.3f} +- "
-            f"{r['ais_minus_iwae_se']:.3f} | {r['bdmc_width']:.3f} +- {r['bdmc_width_se']:.3f} | "
+            f"{r['ais_minus_iwae_se']:.3f} | {r['bdmc_width']:.3f} +- {r['bdmc_width_se']:.3f} "
+            f"({r['bdmc_num_simulated']}) | "
             f"{r['elbo']:.3f} | {r['approximation_gap']:.3f} +- {r['approximation_gap_se']:.3f}"
             f" | {r['amortization_gap']:.3f} +- {r['amortization_gap_se']:.3f} | {vs} | "
             f"{r['ais_minutes']:.1f} min |")
@@ -162,6 +167,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders; the first is the baseline")
     parser.add_argument("--num-test", type=int, default=1000)
+    parser.add_argument("--bdmc-num-test", type=int, default=0,
+                        help="images simulated for BDMC (default: --num-test)")
     parser.add_argument("--k", type=int, default=5000, help="IWAE particles")
     parser.add_argument("--num-chains", type=int, default=4)
     parser.add_argument("--num-steps", type=int, default=100)
