@@ -59,25 +59,31 @@ def estimates(run, a):
     settings = ["--num-test", str(a.num_test), "--num-chains", str(a.num_chains),
                 "--num-steps", str(a.num_steps), "--num-leapfrog", str(a.num_leapfrog),
                 "--device", "cpu"] + (["--quiet"] if a.quiet else [])
-    bdmc_images = ["--num-test", str(a.bdmc_num_test or a.num_test)]
-    for command in (["evaluate", str(run), "--method", "ais"],
-                    ["bdmc", str(run), *settings, *bdmc_images], ["gaps", str(run)]):
-        if cli.main([*command, *settings] if command[0] != "bdmc" else command) != 0:
+    bdmc_images = a.bdmc_num_test or a.num_test
+
+    def entry(name, key, images_key, images, **more):
+        found = [e for e in saved_entries(run, name) if e[key]["num_steps"] == a.num_steps
+                 and e[key]["num_chains"] == a.num_chains
+                 and e[key]["num_leapfrog"] == a.num_leapfrog and e[images_key] == images
+                 and all(e[key].get(k) == v for k, v in more.items())]
+        return found[-1] if found else None
+
+    commands = [["evaluate", str(run), "--method", "ais", *settings]]
+    if entry("bdmc", "bdmc_settings", "bdmc_num_simulated", bdmc_images) is None:
+        commands.append(["bdmc", str(run), *settings, "--num-test", str(bdmc_images)])
+    if entry("gaps", "settings", "num_test", a.num_test, local_lr=a.local_lr) is None:
+        commands.append(["gaps", str(run), *settings, "--local-lr", str(a.local_lr)])
+    for command in commands:  # each reads what the run folder holds of the same settings
+        if cli.main(command) != 0:
             raise SystemExit(f"{' '.join(command)} failed")
     iwae = iwae_first(run, a.k, a.num_test)
     ais = [s for s in saved_ais(run) if (s["num_steps"], s["num_chains"], s["num_leapfrog"],
                                          s["log_likelihood"].shape[0]) ==
            (a.num_steps, a.num_chains, a.num_leapfrog, a.num_test)][0]
 
-    def entry(name, key, images_key, images):
-        return [e for e in saved_entries(run, name) if e[key]["num_steps"] == a.num_steps
-                and e[key]["num_chains"] == a.num_chains
-                and e[key]["num_leapfrog"] == a.num_leapfrog and e[images_key] == images][-1]
-
     return {"iwae": iwae, "ais": ais,
-            "bdmc": entry("bdmc", "bdmc_settings", "bdmc_num_simulated",
-                          a.bdmc_num_test or a.num_test),
-            "gaps": entry("gaps", "settings", "num_test", a.num_test),
+            "bdmc": entry("bdmc", "bdmc_settings", "bdmc_num_simulated", bdmc_images),
+            "gaps": entry("gaps", "settings", "num_test", a.num_test, local_lr=a.local_lr),
             "bdmc_all": saved_entries(run, "bdmc"), "ais_all": saved_ais(run)}
 
 
@@ -169,6 +175,8 @@ def main(argv=None):
     parser.add_argument("--num-test", type=int, default=1000)
     parser.add_argument("--bdmc-num-test", type=int, default=0,
                         help="images simulated for BDMC (default: --num-test)")
+    parser.add_argument("--local-lr", type=float, default=0.05,
+                        help="learning rate of the gaps' local fits")
     parser.add_argument("--k", type=int, default=5000, help="IWAE particles")
     parser.add_argument("--num-chains", type=int, default=4)
     parser.add_argument("--num-steps", type=int, default=100)

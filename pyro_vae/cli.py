@@ -174,8 +174,8 @@ def build_parser():
                                 "num-chains x num-steps particles)")
             g.add_argument("--local-steps", type=positive_int, default=500,
                            help="Adam steps of each image's local Gaussian (default 500)")
-            g.add_argument("--local-lr", type=_positive_float, default=0.01,
-                           help="their learning rate (default 0.01, cosine decay)")
+            g.add_argument("--local-lr", type=_positive_float, default=0.05,
+                           help="their learning rate (default 0.05, cosine decay)")
 
     c = sub.add_parser("compare", help="paired comparison of two runs' test log-likelihoods",
                        description="Estimate both runs' test log-likelihoods on the same test "
