@@ -205,5 +205,10 @@ def cmd_gaps(args):
             (f"log p(x) ({args.log_likelihood.upper()})", "log_likelihood"),
             ("approximation gap", "approximation_gap"), ("amortization gap", "amortization_gap"),
             ("inference gap", "inference_gap"))]])
+    if summary["local_family_worse"]:
+        print("note: the local diagonal Gaussians fit worse than the amortized guide (a "
+              "negative amortization gap): the guide's family is richer (a flow, or latent "
+              "layers that depend on one another), so these gaps compare families, not "
+              "amortization")
     print(f"written to {Path(args.run) / 'gaps.json'} ({result.seconds / 60:.1f} min)")
     return 0

@@ -219,3 +219,14 @@ def test_gaps_use_a_given_ais_estimate_of_the_same_data_only(lg):
     assert r.method == "ais" and r.settings["num_steps"] == 10 and r.settings["ais_seed"] == 2
     with pytest.raises(ValueError, match="other data"):
         inference_gaps(lg["model"], lg["guide"], lg["x"][:5], log_likelihood=ais)
+
+
+def test_gaps_say_when_the_local_family_is_poorer_than_the_guide(lg):
+    """The exact posterior (full covariance) as guide: the best diagonal Gaussian is worse
+    than it, a negative amortization gap, flagged; the diagonal shifted guide is not."""
+    exact = inference_gaps(lg["model"], lg["exact_guide"], lg["x"][:10],
+                           log_likelihood="iwae", num_chains=10, num_steps=10, local_steps=200)
+    assert exact.summary()["local_family_worse"] and exact.summary()["amortization_gap"] < 0
+    shifted = inference_gaps(lg["model"], lg["guide"], lg["x"][:10], log_likelihood="iwae",
+                             num_chains=10, num_steps=10, local_steps=200)
+    assert not shifted.summary()["local_family_worse"]

@@ -85,6 +85,10 @@ class GapsResult:
                      "amortization_gap", "inference_gap"):
             values = getattr(self, name)
             out[name], out[f"{name}_se"] = float(values.mean()), standard_error(values)
+        # a local family that does not contain the guide's (a flow, a structured
+        # hierarchical guide) fits worse than the amortized guide: the gaps then compare
+        # families, not amortization
+        out["local_family_worse"] = out["amortization_gap"] < 0
         return {**out, "method": self.method, "settings": dict(self.settings),
                 "num_test": int(self.elbo.shape[0]), "fingerprint": self.fingerprint,
                 "seconds": self.seconds}
