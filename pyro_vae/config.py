@@ -21,7 +21,7 @@ import types
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .infer.objectives import OBJECTIVES
+from .infer.registry import DISCRETE_OBJECTIVES, OBJECTIVES
 from .model_config import ModelConfig
 from .optim import OPTIMIZERS
 
@@ -88,6 +88,12 @@ class TrainConfig:
         ``tensorboard`` extra; without it, a one-line note) (see :mod:`pyro_vae.monitor`).
     :ivar int samples_every: a grid of prior samples in TensorBoard every this many epochs
         (0: never).
+    :ivar float temperature: for ``objective = "concrete"`` (categorical latents), the
+        Gumbel-softmax temperature at the start (see
+        :class:`~pyro_vae.infer.discrete_objectives.ConcreteELBO`).
+    :ivar float final_temperature: the temperature reached after ``temperature_epochs``.
+    :ivar float temperature_epochs: epochs of the exponential annealing from ``temperature``
+        to ``final_temperature`` (0: constant ``temperature``).
     """
 
     epochs: int = 300
@@ -109,6 +115,9 @@ class TrainConfig:
     classifier_weight: float = 50.0
     tensorboard: bool = True
     samples_every: int = 10
+    temperature: float = 1.0
+    final_temperature: float = 0.5
+    temperature_epochs: float = 0.0
 
 
 @dataclass
@@ -138,6 +147,25 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def _check_discrete(self, where):
+        """Refuse a discrete objective without categorical latents, and bad temperatures."""
+        t, m = self.train, self.model
+        if not (t.temperature > 0 and t.final_temperature > 0) or t.temperature_epochs < 0:
+            raise ConfigError(f"{where}: train.temperature and train.final_temperature must be "
+                              f"positive and train.temperature_epochs at least 0, got "
+                              f"{t.temperature}, {t.final_temperature}, {t.temperature_epochs}")
+        if t.objective in DISCRETE_OBJECTIVES and m.guide != "categorical":
+            raise ConfigError(f"{where}: train.objective = {t.objective!r} is a gradient "
+                              "estimator for categorical latents; set model.guide = 'categorical' "
+                              "and model.prior = 'categorical', or choose objective 'elbo'")
+        if t.objective == "score" and t.num_particles < 2:
+            raise ConfigError(f"{where}: train.objective = 'score' centres each particle's "
+                              "signal on the others' (leave-one-out baseline): set "
+                              "train.num_particles to at least 2 (e.g. 4)")
+        if t.objective == "enumerate" and t.num_particles != 1:
+            raise ConfigError(f"{where}: train.objective = 'enumerate' sums over every code; "
+                              "leave train.num_particles = 1")
 
     def to_dict(self):
         """Plain nested dict (JSON- and checkpoint-safe)."""
@@ -224,6 +252,7 @@ class Config:
                               "each latent given its sampled parents, which is wrong when the "
                               "guide samples z1 before z2 (bottom-up inference); use objective "
                               "'elbo', or model.inference = 'ladder'")
+        self._check_discrete(where)
         if t.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{where}: unknown train.optimizer {t.optimizer!r}; choose one of "
                               f"{list(OPTIMIZERS)}")

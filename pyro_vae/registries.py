@@ -16,6 +16,7 @@ import torch
 
 from .model_config import positive_int
 from .errors import ConfigError
+from .categorical import CategoricalGuide, CategoricalPrior
 from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide, RadialGuide,
                      SplineGuide)
 from .hierarchy import (BottomUpGuide, GaussianConditional, HierarchicalVAE, LadderGuide,
@@ -35,6 +36,7 @@ PRIORS = {
     "mog": MixtureOfGaussiansPrior,
     "vamp": VampPrior,
     "flow": FlowPrior,
+    "categorical": CategoricalPrior,
 }
 
 
@@ -47,6 +49,7 @@ GUIDES = {
     "planar": PlanarGuide,
     "radial": RadialGuide,
     "spline": SplineGuide,
+    "categorical": CategoricalGuide,
 }
 
 
@@ -146,6 +149,7 @@ def build_vae(model_config, event_shape, image_shape=None):
         ones), or bad sizes.
     """
     m = model_config
+    check_categorical(m)
     dims, hidden = m.latent_sizes(), m.layer_hidden()
     if m.inference not in INFERENCE:
         raise ConfigError(f"unknown model.inference {m.inference!r}; choose one of "
@@ -172,6 +176,30 @@ def build_vae(model_config, event_shape, image_shape=None):
                                  dataclasses.replace(ctx, hidden=hidden[0][::-1]),
                                  m.likelihood_options)
     return VAE(prior, guide, likelihood, event_shape=event_shape)
+
+
+def check_categorical(m):
+    """Refuse a categorical latent combined with what cannot go with it: a categorical guide
+    needs the categorical prior (and the other way round), a flat VAE and no labels.
+
+    :raises ConfigError: saying what to change.
+    """
+    guides = [m.guide] if isinstance(m.guide, str) else list(m.guide)
+    categorical_guide = "categorical" in guides
+    if not categorical_guide and m.prior != "categorical":
+        return
+    if m.hierarchical:
+        raise ConfigError("categorical latents are flat: give model.latent_dim as one number "
+                          "(N variables x num_classes), not a list of layers")
+    if categorical_guide and m.prior != "categorical":
+        raise ConfigError(f"a categorical guide needs prior = 'categorical', not {m.prior!r} "
+                          "(the VampPrior, mixtures and flows are densities over real vectors)")
+    if not categorical_guide:
+        raise ConfigError(f"the categorical prior needs guide = 'categorical', not {m.guide!r} "
+                          "(an IAF or other flow moves real vectors, not categorical codes)")
+    if m.uses_labels:
+        raise ConfigError("categorical latents are not built for conditional or semi-supervised "
+                          "models; set model.conditional and model.semi_supervised false")
 
 
 #: Bytes per parameter that training holds: the weight, its gradient and Adam's two moments

@@ -28,7 +28,8 @@ from .datasets import data_fingerprint, keep_classes, labelled_subset, load_data
 from .distributed import SINGLE, rank_seed, resolve_device
 from .errors import CheckpointError, ConfigError, RunFolderError, TrainingDiverged, TrainingWarning
 from .files import write_text
-from .infer.objectives import SemiSupervisedELBO, make_objective
+from .infer.objectives import SemiSupervisedELBO
+from .infer.registry import make_objective
 from .monitor import Monitor
 from .registries import build_vae, check_model_size, check_step_memory
 from .runs import (best_state, check_data_source, check_recorded_config, evaluate_run,
@@ -114,7 +115,10 @@ class Run:
                                   "train.objective = 'elbo' and num_particles = 1")
             loss = SemiSupervisedELBO(t.classifier_weight)
         if loss is None:
-            loss = make_objective(t.objective, t.num_particles, t.free_bits)
+            loss = make_objective(t.objective, t.num_particles, t.free_bits,
+                                  temperature=t.temperature,
+                                  final_temperature=t.final_temperature,
+                                  anneal_steps=round(t.temperature_epochs * len(batches)))
         self.trainer = Trainer(self.vae, batches, lr=t.lr, loss=loss, beta=t.beta,
                                warmup_steps=round(t.warmup_epochs * len(batches)),
                                lr_schedule=t.lr_schedule, lr_decay=t.lr_decay,

@@ -189,6 +189,7 @@ class Trainer:
         :raises TrainingDiverged: when the loss or the gradient is NaN or infinite; the
             parameters are not updated with that step.
         """
+        self.loss.set_step(self.step)
         with pyro.validation_enabled(self.step == 0), self._unregistered():
             loss = self._forward(x, self.kl_weight())
         value = loss.item()

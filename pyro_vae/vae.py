@@ -29,12 +29,15 @@ import pyro
 import torch
 from torch import nn
 
-from .distributions import GaussianProposal
+from .distributions import CategoricalCode, GaussianProposal
 
 
 def point_estimate(q):
-    """``q.mean`` where it exists; for a transformed distribution, its base distribution's
-    point estimate pushed through the transforms; otherwise one sample."""
+    """``q.mean`` where it exists (for a categorical code, its most probable code, a point of
+    its support); for a transformed distribution, its base distribution's point estimate
+    pushed through the transforms; otherwise one sample."""
+    if isinstance(q, CategoricalCode):
+        return q.mode
     try:
         return q.mean
     except NotImplementedError:

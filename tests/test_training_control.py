@@ -20,7 +20,8 @@ from pyro_vae.config import ModelConfig
 from pyro_vae.registries import build_vae
 from pyro_vae.errors import ConfigError, TrainingDiverged
 from pyro_vae.infer import log_weights
-from pyro_vae.infer.objectives import ELBO, FreeBitsELBO, IWAEObjective, make_objective
+from pyro_vae.infer.objectives import ELBO, FreeBitsELBO, IWAEObjective
+from pyro_vae.infer.registry import make_objective
 from pyro_vae.runfolder import prepare_run_folder
 from pyro_vae.runs import load_run
 from pyro_vae.run import Run

@@ -21,7 +21,9 @@ particles are drawn in one outer particle plate, or one at a time with
 - :mod:`~pyro_vae.infer.comparison`: paired comparison (:func:`compare`);
 - :mod:`~pyro_vae.infer.latents`: KL per dimension and active units (:func:`latent_report`);
 - :mod:`~pyro_vae.infer.objectives`: training objectives behind one contract
-  (:class:`Objective`, :data:`OBJECTIVES`);
+  (:class:`Objective`); :mod:`~pyro_vae.infer.discrete_objectives`: gradient estimators
+  for discrete latents (Concrete relaxation, exact enumeration, score function);
+  :mod:`~pyro_vae.infer.registry`: the objectives by name (:data:`OBJECTIVES`);
 - :mod:`~pyro_vae.infer.chunks`: data as model arguments, chunked and seeded.
 
 >>> from pyro_vae.infer import log_likelihood, log_weights, compare
@@ -39,8 +41,10 @@ from .elbo import elbo, elbo_terms
 from .gaps import LOG_LIKELIHOOD_METHODS, GapsResult, inference_gaps
 from .importance import LogLikelihoodResult, default_k_sweep, log_likelihood
 from .latents import LatentReport, latent_report
-from .objectives import (ELBO, OBJECTIVES, DReGIWAEObjective, FreeBitsELBO, IWAEObjective,
-                         ScaleLatents, SemiSupervisedELBO, make_objective)
+from .discrete_objectives import ConcreteELBO, EnumerationELBO, ScoreFunctionELBO
+from .objectives import (ELBO, DReGIWAEObjective, FreeBitsELBO, IWAEObjective, ScaleLatents,
+                         SemiSupervisedELBO)
+from .registry import DISCRETE_OBJECTIVES, OBJECTIVES, make_objective
 from .traces import (PARTICLE_PLATE, ModelGuideMismatch, ParticleBroadcastError, data_nesting,
                      data_plate_dim, datapoint_sum, factorized_base, is_auxiliary, is_sample, latent_order,
                      log_weight_parts, log_weights, pair_traces, particle_traces, per_datapoint,
@@ -50,7 +54,8 @@ __all__ = [
     "AISResult", "AnnealedChains", "AnnealingSettings", "BDMCResult", "GapsResult",
     "LOG_LIKELIHOOD_METHODS", "TARGET_ACCEPTANCE", "ais_log_likelihood", "bdmc", "inference_gaps", "is_auxiliary",
     "sigmoid_schedule", "simulate",
-    "Comparison", "DReGIWAEObjective", "ELBO", "FLAT_WEIGHTS_NATS", "FreeBitsELBO",
+    "Comparison", "ConcreteELBO", "DISCRETE_OBJECTIVES", "EnumerationELBO", "ScoreFunctionELBO",
+    "DReGIWAEObjective", "ELBO", "FLAT_WEIGHTS_NATS", "FreeBitsELBO",
     "IWAEObjective", "LatentReport", "LogLikelihoodResult", "MIN_PARTICLES_KHAT",
     "MIN_TAIL_DISTINCT", "ModelGuideMismatch", "OBJECTIVES", "PARTICLE_PLATE",
     "ParticleBroadcastError", "ScaleLatents", "SemiSupervisedELBO",

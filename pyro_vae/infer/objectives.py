@@ -60,7 +60,9 @@ class ScaleLatents(Messenger):
             msg["scale"] = msg["scale"] * self.factor
 
 
-def _scaled(fn, factor):
+def scaled(fn, factor):
+    """``fn`` with its latent sites' log densities multiplied by ``factor`` (:class:`ScaleLatents`),
+    or ``fn`` itself when the factor is 1."""
     return fn if factor == 1.0 else ScaleLatents(factor)(fn)
 
 
@@ -83,9 +85,14 @@ class Objective:
         raise NotImplementedError
 
     @classmethod
-    def from_settings(cls, num_particles=1, free_bits=0.0):
-        """Build from a recipe's ``train.num_particles`` (and ``train.free_bits``)."""
+    def from_settings(cls, num_particles=1, free_bits=0.0, **options):
+        """Build from a recipe's ``train.num_particles`` (and ``train.free_bits``; the
+        ``options`` are other objectives' settings, e.g. a temperature)."""
         return cls(num_particles)
+
+    def set_step(self, step):
+        """Called by the trainer before each step with the number of steps done, for
+        objectives that change along the run (a temperature schedule); nothing here."""
 
 
 class PyroLoss(Objective):
@@ -99,7 +106,7 @@ class PyroLoss(Objective):
 
     def differentiable_loss(self, model, guide, x, kl_weight=1.0):
         """The wrapped loss on the (KL-weighted) model and guide, nats."""
-        return self.loss.differentiable_loss(_scaled(model, kl_weight), _scaled(guide, kl_weight),
+        return self.loss.differentiable_loss(scaled(model, kl_weight), scaled(guide, kl_weight),
                                              *batch_args(x))
 
 
@@ -131,7 +138,7 @@ class ELBO(Objective):
 
     def differentiable_loss(self, model, guide, x, kl_weight=1.0):
         """Negative (KL-weighted) ELBO summed over the batch, nats."""
-        return self.elbo.differentiable_loss(_scaled(model, kl_weight), _scaled(guide, kl_weight),
+        return self.elbo.differentiable_loss(scaled(model, kl_weight), scaled(guide, kl_weight),
                                              *batch_args(x))
 
 
@@ -235,7 +242,7 @@ class FreeBitsELBO(Objective):
     """
 
     @classmethod
-    def from_settings(cls, num_particles=1, free_bits=0.0):
+    def from_settings(cls, num_particles=1, free_bits=0.0, **options):
         """Build from ``train.free_bits`` and ``train.num_particles``."""
         return cls(free_bits, num_particles)
 
@@ -317,12 +324,12 @@ class SemiSupervisedELBO(Objective):
     def unsupervised_loss(self, model, guide, x, kl_weight=1.0):
         """Negative ELBO of unlabelled images, the label summed out by enumeration, nats."""
         guide = config_enumerate(guide, "parallel", expand=False)
-        return self.enum_elbo.differentiable_loss(_scaled(model, kl_weight),
-                                                  _scaled(guide, kl_weight), x)
+        return self.enum_elbo.differentiable_loss(scaled(model, kl_weight),
+                                                  scaled(guide, kl_weight), x)
 
     def supervised_loss(self, model, guide, x, y, kl_weight=1.0):
         """Negative ELBO of labelled images with y observed, nats."""
-        return self.elbo.differentiable_loss(_scaled(model, kl_weight), _scaled(guide, kl_weight),
+        return self.elbo.differentiable_loss(scaled(model, kl_weight), scaled(guide, kl_weight),
                                              x, y)
 
     @staticmethod
@@ -353,19 +360,3 @@ class SemiSupervisedELBO(Objective):
                 loss = loss - self.classifier_weight * self.classifier_log_likelihood(
                     guide, x_l, y_l)
         return loss
-
-
-#: The objectives a recipe may name (``train.objective``), by name.
-OBJECTIVES = {"elbo": ELBO, "mean_field": MeanFieldELBO, "iwae": IWAEObjective,
-              "iwae_dreg": DReGIWAEObjective, "free_bits": FreeBitsELBO}
-
-
-def make_objective(name="elbo", num_particles=1, free_bits=0.0):
-    """The objective a recipe names (``train.objective``).
-
-    :param str name: a key of :data:`OBJECTIVES`.
-    :raises ValueError: for an unknown name or bad settings.
-    """
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVES)}")
-    return OBJECTIVES[name].from_settings(num_particles=num_particles, free_bits=free_bits)

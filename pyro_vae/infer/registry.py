@@ -1,0 +1,27 @@
+"""The training objectives a recipe may name (``train.objective``), by name."""
+
+from .discrete_objectives import ConcreteELBO, EnumerationELBO, ScoreFunctionELBO
+from .objectives import DReGIWAEObjective, ELBO, FreeBitsELBO, IWAEObjective, MeanFieldELBO
+
+#: The objectives a recipe may name (``train.objective``), by name.
+OBJECTIVES = {"elbo": ELBO, "mean_field": MeanFieldELBO, "iwae": IWAEObjective,
+              "iwae_dreg": DReGIWAEObjective, "free_bits": FreeBitsELBO,
+              "concrete": ConcreteELBO, "enumerate": EnumerationELBO,
+              "score": ScoreFunctionELBO}
+
+#: The objectives for discrete latents (they need a guide with discrete sites).
+DISCRETE_OBJECTIVES = ("concrete", "enumerate", "score")
+
+
+def make_objective(name="elbo", num_particles=1, free_bits=0.0, **options):
+    """The objective a recipe names (``train.objective``).
+
+    :param str name: a key of :data:`OBJECTIVES`.
+    :param options: other settings the objective takes (the Concrete temperature schedule:
+        ``temperature``, ``final_temperature``, ``anneal_steps``); others ignore them.
+    :raises ValueError: for an unknown name or bad settings.
+    """
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {list(OBJECTIVES)}")
+    return OBJECTIVES[name].from_settings(num_particles=num_particles, free_bits=free_bits,
+                                          **options)
