@@ -112,6 +112,27 @@ def plot_layer_samples(vae, image_shape, num_rows=8, num_cols=8, axes=None):
     return axes
 
 
+def plot_code_traversal(vae, x, image_shape, ax=None):
+    """One datapoint's most probable categorical code, decoded with one variable changed
+    per row (its K classes left to right; see :func:`pyro_vae.categorical.code_traversal`),
+    with the datapoint itself at the start of each row.
+
+    :param vae: a VAE with a categorical guide.
+    :param torch.Tensor x: one datapoint, ``(1, *event_shape)``.
+    :returns: the axes.
+    :raises ValueError: if the guide is not categorical.
+    """
+    from .categorical import code_traversal
+
+    with torch.no_grad():
+        images = code_traversal(vae, x)  # (N, K, *event)
+    n, k = images.shape[:2]
+    rows = torch.cat([x.reshape(1, 1, -1).expand(n, 1, -1).to(images.device),
+                      images.reshape(n, k, -1)], 1)
+    return plot_images(rows.reshape(n * (k + 1), -1), image_shape, nrow=k + 1, ax=ax,
+                       title=f"input, then variable 1..{n} (rows) set to class 1..{k}")
+
+
 def plot_reconstructions(originals, reconstructions, image_shape, ax=None, title=None):
     """Draw originals and their reconstructions in alternating rows.
 

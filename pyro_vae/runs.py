@@ -93,7 +93,9 @@ def update_eval_json(run_dir, results):
 
 
 def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
-    """Write ``samples.png``, ``reconstructions.png``, for a hierarchical VAE ``layers.png``
+    """Write ``samples.png``, ``reconstructions.png``, for a categorical code
+    ``traversal.png`` (see :func:`~pyro_vae.plots.plot_code_traversal`), for a hierarchical
+    VAE ``layers.png``
     (see :func:`~pyro_vae.plots.plot_layer_samples`), and (with metrics) ``curves.png``."""
     from . import plots
 
@@ -109,6 +111,9 @@ def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
                       run_dir / "samples.png")
     plots.save_figure(plots.plot_reconstructions(originals, recon, image_shape),
                       run_dir / "reconstructions.png")
+    if getattr(vae.posterior, "categorical", False):
+        plots.save_figure(plots.plot_code_traversal(vae, originals[:1], image_shape),
+                          run_dir / "traversal.png")
     if getattr(vae, "num_layers", 1) > 1:
         with infer.seeded(seed, device):
             axes = plots.plot_layer_samples(vae, image_shape)

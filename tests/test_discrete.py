@@ -163,16 +163,35 @@ def test_temperature_schedule_follows_the_steps():
     assert objective.temperature == pytest.approx(0.5)
 
 
-def test_a_run_anneals_the_temperature_along_its_steps(tmp_path):
-    from pyro_vae.run import Run  # noqa: F401  (the CLI builds it)
-    out = tmp_path / "run"
-    assert cli.main(["train", "discrete", "--epochs", "2", "--quiet", "--device", "cpu",
-                     "--set", "eval.k=5", "--set", "train.temperature_epochs=2",
-                     "--set", "train.final_temperature=0.25", "--out", str(out)]) == 0
+def test_the_trainer_anneals_the_temperature_step_by_step():
+    """The temperature is a function of the step (so a resumed run continues the schedule)."""
+    from pyro_vae.batches import EpochBatches
+    from pyro_vae.trainer import Trainer
+
+    vae = tiny_vae()
+    objective = ConcreteELBO(temperature=1.0, final_temperature=0.25, anneal_steps=4)
+    trainer = Trainer(vae, EpochBatches(torch.bernoulli(torch.full((6, EVENT), 0.4)), 2, "none",
+                                        seed=0), loss=objective)
+    seen = []
+    for _ in range(2):
+        for x in trainer.batches.epoch():
+            trainer.training_step(x)
+            seen.append(objective.temperature)
+    assert seen == pytest.approx([annealed_temperature(s, 1.0, 0.25, 4) for s in range(6)])
+    assert seen[-1] == pytest.approx(0.25) and seen[0] == 1.0
+
+
+def test_a_discrete_run_writes_its_traversal_and_a_valid_bound(tmp_path):
     import json
-    config = json.loads((out / "config.json").read_text())
-    assert config["train"]["objective"] == "concrete"
-    assert "test_log_likelihood" in json.loads((out / "eval.json").read_text())
+
+    out = tmp_path / "run"
+    assert cli.main(["train", "discrete", "--epochs", "1", "--quiet", "--device", "cpu",
+                     "--set", "eval.k=5", "--set", "train.temperature_epochs=1",
+                     "--set", "train.final_temperature=0.25", "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["train"]["temperature_epochs"] == 1
+    assert (out / "traversal.png").exists()
+    result = json.loads((out / "eval.json").read_text())
+    assert result["test_log_likelihood"] < 0
 
 
 @pytest.mark.parametrize("model, message", [
