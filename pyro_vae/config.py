@@ -94,6 +94,8 @@ class TrainConfig:
     :ivar float final_temperature: the temperature reached after ``temperature_epochs``.
     :ivar float temperature_epochs: epochs of the exponential annealing from ``temperature``
         to ``final_temperature`` (0: constant ``temperature``).
+    :ivar float commitment: for ``objective = "vqvae"``, the weight beta of the commitment
+        loss (see :class:`~pyro_vae.infer.discrete_objectives.VQObjective`).
     """
 
     epochs: int = 300
@@ -118,6 +120,7 @@ class TrainConfig:
     temperature: float = 1.0
     final_temperature: float = 0.5
     temperature_epochs: float = 0.0
+    commitment: float = 0.25
 
 
 @dataclass
@@ -163,6 +166,13 @@ class Config:
             raise ConfigError(f"{where}: train.objective = 'score' centres each particle's "
                               "signal on the others' (leave-one-out baseline): set "
                               "train.num_particles to at least 2 (e.g. 4)")
+        if (t.objective == "vqvae") != (m.guide == "vq"):
+            raise ConfigError(f"{where}: the vector-quantized guide and train.objective = 'vqvae' "
+                              "(its commitment and codebook losses) go together; set both "
+                              "model.guide = 'vq' (with prior 'vq') and objective 'vqvae', or "
+                              "neither")
+        if t.commitment < 0:
+            raise ConfigError(f"{where}: train.commitment must be at least 0, got {t.commitment}")
         if t.objective == "enumerate" and t.num_particles != 1:
             raise ConfigError(f"{where}: train.objective = 'enumerate' sums over every code; "
                               "leave train.num_particles = 1")

@@ -17,6 +17,7 @@ import torch
 from .model_config import positive_int
 from .errors import ConfigError
 from .categorical import CategoricalGuide, CategoricalPrior
+from .vq import CodePrior, VectorQuantizedGuide
 from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide, RadialGuide,
                      SplineGuide)
 from .hierarchy import (BottomUpGuide, GaussianConditional, HierarchicalVAE, LadderGuide,
@@ -37,6 +38,7 @@ PRIORS = {
     "vamp": VampPrior,
     "flow": FlowPrior,
     "categorical": CategoricalPrior,
+    "vq": CodePrior,
 }
 
 
@@ -50,6 +52,7 @@ GUIDES = {
     "radial": RadialGuide,
     "spline": SplineGuide,
     "categorical": CategoricalGuide,
+    "vq": VectorQuantizedGuide,
 }
 
 
@@ -178,27 +181,33 @@ def build_vae(model_config, event_shape, image_shape=None):
     return VAE(prior, guide, likelihood, event_shape=event_shape)
 
 
+#: The discrete latents and the prior each needs: guide name -> prior name.
+DISCRETE_LATENTS = {"categorical": "categorical", "vq": "vq"}
+
+
 def check_categorical(m):
-    """Refuse a categorical latent combined with what cannot go with it: a categorical guide
-    needs the categorical prior (and the other way round), a flat VAE and no labels.
+    """Refuse a discrete latent (a categorical code, a vector-quantized code) combined with
+    what cannot go with it: its guide needs its own prior (and the other way round), a flat
+    VAE and no labels.
 
     :raises ConfigError: saying what to change.
     """
     guides = [m.guide] if isinstance(m.guide, str) else list(m.guide)
-    categorical_guide = "categorical" in guides
-    if not categorical_guide and m.prior != "categorical":
+    discrete = [g for g in guides if g in DISCRETE_LATENTS]
+    if not discrete and m.prior not in DISCRETE_LATENTS.values():
         return
     if m.hierarchical:
-        raise ConfigError("categorical latents are flat: give model.latent_dim as one number "
-                          "(N variables x num_classes), not a list of layers")
-    if categorical_guide and m.prior != "categorical":
-        raise ConfigError(f"a categorical guide needs prior = 'categorical', not {m.prior!r} "
-                          "(the VampPrior, mixtures and flows are densities over real vectors)")
-    if not categorical_guide:
-        raise ConfigError(f"the categorical prior needs guide = 'categorical', not {m.guide!r} "
-                          "(an IAF or other flow moves real vectors, not categorical codes)")
+        raise ConfigError("categorical and vector-quantized latents are flat: give "
+                          "model.latent_dim as one number, not a list of layers")
+    if discrete and m.prior != DISCRETE_LATENTS[discrete[0]]:
+        raise ConfigError(f"a {discrete[0]} guide needs prior = {DISCRETE_LATENTS[discrete[0]]!r}, "
+                          f"not {m.prior!r} (the VampPrior, mixtures and flows are densities "
+                          "over real vectors)")
+    if not discrete:
+        raise ConfigError(f"the {m.prior} prior needs guide = {m.prior!r}, not {m.guide!r} (an IAF "
+                          "or other flow moves real vectors, not discrete codes)")
     if m.uses_labels:
-        raise ConfigError("categorical latents are not built for conditional or semi-supervised "
+        raise ConfigError("discrete latents are not built for conditional or semi-supervised "
                           "models; set model.conditional and model.semi_supervised false")
 
 

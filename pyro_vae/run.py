@@ -118,7 +118,8 @@ class Run:
             loss = make_objective(t.objective, t.num_particles, t.free_bits,
                                   temperature=t.temperature,
                                   final_temperature=t.final_temperature,
-                                  anneal_steps=round(t.temperature_epochs * len(batches)))
+                                  anneal_steps=round(t.temperature_epochs * len(batches)),
+                                  commitment=t.commitment)
         self.trainer = Trainer(self.vae, batches, lr=t.lr, loss=loss, beta=t.beta,
                                warmup_steps=round(t.warmup_epochs * len(batches)),
                                lr_schedule=t.lr_schedule, lr_decay=t.lr_decay,

@@ -298,7 +298,10 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, w
         return {**result.summary(), **described}, result
     latents = infer.latent_report(vae.model, proposal, test, seed=seed, device=device,
                                      batch_size=max(e.batch_size, 100))
-    return {**result.summary(), **latents.summary(), **described}, result
+    usage = {}
+    if hasattr(vae.posterior, "code_usage"):  # a vector-quantized code
+        usage = {"codebook": vae.posterior.code_usage(infer.to_device(test, device))}
+    return {**result.summary(), **latents.summary(), **described, **usage}, result
 
 
 def results_path(run_dir, k, seed):

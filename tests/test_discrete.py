@@ -197,9 +197,9 @@ def test_a_discrete_run_writes_its_traversal_and_a_valid_bound(tmp_path):
 @pytest.mark.parametrize("model, message", [
     (dict(prior="vamp", guide="categorical"), "categorical guide needs prior = 'categorical'"),
     (dict(prior="categorical", guide="iaf"), "needs guide = 'categorical'"),
-    (dict(prior="categorical", guide="categorical", latent_dim=[20, 10]), "flat"),
+    (dict(prior="categorical", guide="categorical", latent_dim=[20, 10]), "are flat"),
     (dict(prior="categorical", guide="categorical", conditional=True, num_classes=10),
-     "conditional or semi-supervised"),
+     "not built for conditional"),
     (dict(prior="categorical", guide="categorical", latent_dim=25), "num_classes"),
 ])
 def test_incompatible_choices_are_refused(model, message):

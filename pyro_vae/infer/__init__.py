@@ -41,7 +41,7 @@ from .elbo import elbo, elbo_terms
 from .gaps import LOG_LIKELIHOOD_METHODS, GapsResult, inference_gaps
 from .importance import LogLikelihoodResult, default_k_sweep, log_likelihood
 from .latents import LatentReport, latent_report
-from .discrete_objectives import ConcreteELBO, EnumerationELBO, ScoreFunctionELBO
+from .discrete_objectives import ConcreteELBO, EnumerationELBO, ScoreFunctionELBO, VQObjective
 from .objectives import (ELBO, DReGIWAEObjective, FreeBitsELBO, IWAEObjective, ScaleLatents,
                          SemiSupervisedELBO)
 from .registry import DISCRETE_OBJECTIVES, OBJECTIVES, make_objective
@@ -55,6 +55,7 @@ __all__ = [
     "LOG_LIKELIHOOD_METHODS", "TARGET_ACCEPTANCE", "ais_log_likelihood", "bdmc", "inference_gaps", "is_auxiliary",
     "sigmoid_schedule", "simulate",
     "Comparison", "ConcreteELBO", "DISCRETE_OBJECTIVES", "EnumerationELBO", "ScoreFunctionELBO",
+    "VQObjective",
     "DReGIWAEObjective", "ELBO", "FLAT_WEIGHTS_NATS", "FreeBitsELBO",
     "IWAEObjective", "LatentReport", "LogLikelihoodResult", "MIN_PARTICLES_KHAT",
     "MIN_TAIL_DISTINCT", "ModelGuideMismatch", "OBJECTIVES", "PARTICLE_PLATE",

@@ -11,6 +11,10 @@ same ELBO.
 - :class:`EnumerationELBO`: the exact ELBO, every value of the guide's discrete sites
   summed out by Pyro's :class:`~pyro.infer.TraceEnum_ELBO` (parallel enumeration): no
   gradient variance at all, at the cost of one decoder pass per value; for small codes.
+- :class:`VQObjective`: for a vector-quantized code (van den Oord et al. 2017,
+  arXiv:1711.00937), the negative bound ``log p(x | z_q) + log p(z_q)`` of the point-mass
+  guide plus the paper's commitment and codebook losses; the encoder learns through the
+  straight-through value the guide samples.
 - :class:`ScoreFunctionELBO`: the score-function (REINFORCE) estimator (Williams 1992;
   Mnih & Gregor 2014, arXiv:1402.0030), unbiased, with the leave-one-out baseline of S
   particles (Kool et al. 2019, "Buy 4 REINFORCE samples, get a baseline for free!"; Mnih &
@@ -197,3 +201,52 @@ class ScoreFunctionELBO(Objective):
         score = (centred * log_q).mean(0)
         return -(signal.mean(0) + score - score.detach()).sum()
 
+
+
+class VQObjective(Objective):
+    """The VQ-VAE loss (van den Oord et al. 2017, arXiv:1711.00937, eq. 3) on Pyro traces:
+    per datapoint, ``-(log p(x | z) + w (log p(z) - log q(z|x))) + beta ||z_e - sg(e)||^2 +
+    ||sg(z_e) - e||^2``, summed over the batch (nats for the first term, squared distances
+    for the others). The guide's point mass on a discrete code has ``log q = 0``, so the
+    first term is the negative of the bound ``log p(x | z_q) + log p(z_q)``; the two VQ
+    losses are read from the guide sites' ``quantization_losses()`` (see
+    :class:`~pyro_vae.vq.QuantizedCode`).
+
+    :param float commitment: beta, the weight of the commitment loss (the paper: 0.25).
+    :param int max_plate_nesting: plates nested in the model (1 for our VAEs).
+    :raises ValueError: for a negative weight; (when called) for a guide without a quantized
+        site.
+    """
+
+    @classmethod
+    def from_settings(cls, num_particles=1, free_bits=0.0, commitment=0.25, **options):
+        """Build from ``train.commitment``."""
+        return cls(commitment)
+
+    def __init__(self, commitment=0.25, max_plate_nesting=1):
+        if not float(commitment) >= 0:
+            raise ValueError(f"the commitment weight must be >= 0, got {commitment}")
+        self.commitment = float(commitment)
+        self.max_plate_nesting = max_plate_nesting
+
+    def differentiable_loss(self, model, guide, x, kl_weight=1.0):
+        """The VQ-VAE loss summed over the batch."""
+        batch = batch_size_of(x)
+        model_trace, guide_trace, nesting = particle_traces(model, guide, x, 1,
+                                                            self.max_plate_nesting)
+        args = ("data", 1, batch, nesting)
+        bound = per_datapoint(model_trace, "model", *args, include="observed") + kl_weight * (
+            per_datapoint(model_trace, "model", *args, include="latent") -
+            per_datapoint(guide_trace, "guide", *args, include="all"))
+        quantized = [(n, s) for n, s in guide_trace.nodes.items()
+                     if is_sample(s) and hasattr(s["fn"], "quantization_losses")]
+        if not quantized:
+            raise ValueError("the VQ-VAE objective found no quantized latent site (guide = 'vq'); "
+                             "use objective 'elbo' for other guides")
+        losses = torch.zeros(())
+        for name, site in quantized:
+            commitment, codebook = site["fn"].quantization_losses()
+            data_dim = data_plate_dim(guide_trace, "guide", name, "data")
+            losses = losses + (self.commitment * datapoint_sum(commitment, data_dim, nesting) +
+                               datapoint_sum(codebook, data_dim, nesting)).sum()
+        return -bound.sum() + losses

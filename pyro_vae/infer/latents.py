@@ -70,8 +70,10 @@ def _no_per_dim_reason(name, q, p):
     factorized ``Independent(base, 1)``)."""
     parts = [f"the {who}'s distribution at site {name!r} ({type(d).__name__}) is not "
              f"factorized over dimensions ({what})"
-             for who, d, what in (("guide", q, "a flow, or a full covariance"),
-                                  ("model's prior", p, "a mixture, a flow or a full covariance"))
+             for who, d, what in (("guide", q, "a flow, a full covariance or a code of one-hot "
+                                               "blocks"),
+                                  ("model's prior", p, "a mixture, a flow, a full covariance or "
+                                                       "a code of one-hot blocks"))
              if factorized_base(d) is None]
     return "; ".join(parts) + "; only the site's total KL is estimated"
 

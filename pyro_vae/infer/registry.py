@@ -1,13 +1,13 @@
 """The training objectives a recipe may name (``train.objective``), by name."""
 
-from .discrete_objectives import ConcreteELBO, EnumerationELBO, ScoreFunctionELBO
+from .discrete_objectives import ConcreteELBO, EnumerationELBO, ScoreFunctionELBO, VQObjective
 from .objectives import DReGIWAEObjective, ELBO, FreeBitsELBO, IWAEObjective, MeanFieldELBO
 
 #: The objectives a recipe may name (``train.objective``), by name.
 OBJECTIVES = {"elbo": ELBO, "mean_field": MeanFieldELBO, "iwae": IWAEObjective,
               "iwae_dreg": DReGIWAEObjective, "free_bits": FreeBitsELBO,
               "concrete": ConcreteELBO, "enumerate": EnumerationELBO,
-              "score": ScoreFunctionELBO}
+              "score": ScoreFunctionELBO, "vqvae": VQObjective}
 
 #: The objectives for discrete latents (they need a guide with discrete sites).
 DISCRETE_OBJECTIVES = ("concrete", "enumerate", "score")
@@ -18,7 +18,8 @@ def make_objective(name="elbo", num_particles=1, free_bits=0.0, **options):
 
     :param str name: a key of :data:`OBJECTIVES`.
     :param options: other settings the objective takes (the Concrete temperature schedule:
-        ``temperature``, ``final_temperature``, ``anneal_steps``); others ignore them.
+        ``temperature``, ``final_temperature``, ``anneal_steps``; the VQ-VAE's
+        ``commitment``); others ignore them.
     :raises ValueError: for an unknown name or bad settings.
     """
     if name not in OBJECTIVES:

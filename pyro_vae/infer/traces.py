@@ -246,7 +246,10 @@ def check_densities(guide_trace):
     would not bound log p(x). Evaluate such a guide through a proposal with a density
     (e.g. a Gaussian around the point). A Delta site ``z`` drawn as the transform of an
     auxiliary site ``z_unconstrained`` passes (Pyro's
-    :class:`~pyro.infer.autoguide.AutoNormal`): its ``log_density`` is the Jacobian.
+    :class:`~pyro.infer.autoguide.AutoNormal`): its ``log_density`` is the Jacobian. So
+    does a point mass on a discrete variable (a distribution with ``on_discrete_code =
+    True``, e.g. :class:`~pyro_vae.vq.QuantizedCode`): it has probability 1 at its point, so
+    its weight ``p(x, z)`` bounds ``p(x) = sum_z p(x, z)`` from below.
 
     :raises ModelGuideMismatch: naming the site.
     """
@@ -259,7 +262,7 @@ def check_densities(guide_trace):
             fn = site["fn"]
             while hasattr(fn, "base_dist"):
                 fn = fn.base_dist
-            if isinstance(fn, dist.Delta):
+            if isinstance(fn, dist.Delta) and not getattr(fn, "on_discrete_code", False):
                 raise ModelGuideMismatch(
                     f"the guide's site {name!r} is a point mass (Delta): importance weights "
                     "need a proposal with a density. Evaluate a Gaussian around the point "
