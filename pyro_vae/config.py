@@ -21,7 +21,7 @@ import types
 from dataclasses import dataclass, field
 
 from .errors import ConfigError
-from .infer.registry import DISCRETE_OBJECTIVES, OBJECTIVES
+from .infer.registry import ADVERSARIAL_OBJECTIVES, DISCRETE_OBJECTIVES, OBJECTIVES
 from .model_config import ModelConfig
 from .optim import OPTIMIZERS
 
@@ -96,6 +96,10 @@ class TrainConfig:
         to ``final_temperature`` (0: constant ``temperature``).
     :ivar float commitment: for ``objective = "vqvae"``, the weight beta of the commitment
         loss (see :class:`~pyro_vae.infer.discrete_objectives.VQObjective`).
+    :ivar float adversarial_weight: for ``objective = "aae"`` or ``"vaegan"``, the weight of
+        the generator's adversarial term (see :mod:`pyro_vae.infer.adversarial`).
+    :ivar float discriminator_lr: the discriminator's Adam learning rate.
+    :ivar float feature_weight: for ``"vaegan"``, the weight of the feature-matching term.
     """
 
     epochs: int = 300
@@ -121,6 +125,9 @@ class TrainConfig:
     final_temperature: float = 0.5
     temperature_epochs: float = 0.0
     commitment: float = 0.25
+    adversarial_weight: float = 1.0
+    discriminator_lr: float = 2e-4
+    feature_weight: float = 1.0
 
 
 @dataclass
@@ -171,6 +178,21 @@ class Config:
                               "(its commitment and codebook losses) go together; set both "
                               "model.guide = 'vq' (with prior 'vq') and objective 'vqvae', or "
                               "neither")
+        wanted = ADVERSARIAL_OBJECTIVES.get(t.objective, "")
+        if m.discriminator != wanted:
+            raise ConfigError(
+                f"{where}: " + (f"train.objective = {t.objective!r} needs model.discriminator = "
+                                f"{wanted!r}" if wanted else
+                                f"model.discriminator = {m.discriminator!r} is trained only by an "
+                                f"adversarial objective ({sorted(ADVERSARIAL_OBJECTIVES)}); set "
+                                f"train.objective or leave model.discriminator empty"))
+        if wanted and (m.semi_supervised or m.hierarchical):
+            raise ConfigError(f"{where}: train.objective = {t.objective!r} is for flat, "
+                              "unsupervised VAEs (one latent); not with model.semi_supervised or "
+                              "a list of latent layers")
+        if min(t.adversarial_weight, t.feature_weight) < 0 or not t.discriminator_lr > 0:
+            raise ConfigError(f"{where}: train.adversarial_weight and train.feature_weight must be "
+                              f"at least 0 and train.discriminator_lr positive")
         if t.commitment < 0:
             raise ConfigError(f"{where}: train.commitment must be at least 0, got {t.commitment}")
         if t.objective == "enumerate" and t.num_particles != 1:

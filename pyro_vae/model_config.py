@@ -53,6 +53,10 @@ class ModelConfig:
     :ivar int num_classes: the number of classes of y (0: taken from the data's labels when
         a run starts; the resolved recipe stores the number).
     :ivar list classifier_hidden: hidden sizes of q(y|x) (empty: ``hidden``).
+    :ivar str discriminator: for the adversarial objectives, ``"latent"`` (a discriminator on
+        z, the adversarial autoencoder) or ``"image"`` (on x, the VAE-GAN): an MLP with
+        ``discriminator_hidden`` and one logit, ``vae.discriminator``; ``""``: none.
+    :ivar list discriminator_hidden: its hidden sizes.
     """
 
     prior: str = "standard_normal"
@@ -72,6 +76,8 @@ class ModelConfig:
     semi_supervised: bool = False
     num_classes: int = 0
     classifier_hidden: list = field(default_factory=list)
+    discriminator: str = ""
+    discriminator_hidden: list = field(default_factory=lambda: [400])
 
     @property
     def uses_labels(self):

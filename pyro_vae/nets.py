@@ -5,6 +5,8 @@ They act on the last dimension and keep every leading dimension, so an outer par
 dimension passes through unchanged.
 """
 
+import functools
+
 import torch
 from torch import nn
 
@@ -17,6 +19,7 @@ ACTIVATIONS = {
     "elu": nn.ELU,
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
+    "leaky_relu": functools.partial(nn.LeakyReLU, 0.2),  # slope 0.2, as GAN discriminators
 }
 
 

@@ -178,7 +178,31 @@ def build_vae(model_config, event_shape, image_shape=None):
     likelihood = build_component(LIKELIHOODS, m.likelihood, "likelihood",
                                  dataclasses.replace(ctx, hidden=hidden[0][::-1]),
                                  m.likelihood_options)
-    return VAE(prior, guide, likelihood, event_shape=event_shape)
+    vae = VAE(prior, guide, likelihood, event_shape=event_shape)
+    if m.discriminator:
+        vae.discriminator = build_discriminator(m, ctx)
+    return vae
+
+
+#: What each kind of discriminator reads (``model.discriminator``).
+DISCRIMINATORS = {"latent": "z", "image": "x"}
+
+
+def build_discriminator(m, ctx):
+    """The MLP discriminator ``model.discriminator`` names, with ``discriminator_hidden``
+    and one output logit, reading z (``"latent"``) or the flattened x (``"image"``).
+
+    :raises ConfigError: for an unknown kind or bad hidden sizes.
+    """
+    if m.discriminator not in DISCRIMINATORS:
+        raise ConfigError(f"unknown model.discriminator {m.discriminator!r}; choose one of "
+                          f"{sorted(DISCRIMINATORS)} (or leave it empty)")
+    hidden = m.discriminator_hidden
+    if not hidden or not all(positive_int(h) for h in hidden):
+        raise ConfigError(f"model.discriminator_hidden must be a non-empty list of positive "
+                          f"integers, got {hidden!r}")
+    inputs = ctx.latent_dim if m.discriminator == "latent" else event_size(ctx.event_shape)
+    return MLP(inputs, list(hidden), 1, "leaky_relu")
 
 
 #: The discrete latents and the prior each needs: guide name -> prior name.

@@ -119,7 +119,14 @@ class Run:
                                   temperature=t.temperature,
                                   final_temperature=t.final_temperature,
                                   anneal_steps=round(t.temperature_epochs * len(batches)),
-                                  commitment=t.commitment)
+                                  commitment=t.commitment,
+                                  discriminator=getattr(self.vae, "discriminator", None),
+                                  adversarial_weight=t.adversarial_weight,
+                                  discriminator_lr=t.discriminator_lr,
+                                  feature_weight=t.feature_weight)
+            if cfg.model.discriminator and world.size > 1:
+                raise ConfigError("adversarial objectives train in one process; run them "
+                                  "without torchrun")
         self.trainer = Trainer(self.vae, batches, lr=t.lr, loss=loss, beta=t.beta,
                                warmup_steps=round(t.warmup_epochs * len(batches)),
                                lr_schedule=t.lr_schedule, lr_decay=t.lr_decay,
@@ -299,6 +306,8 @@ class Run:
                               "kl_weight": trainer.kl_weight(trainer.step - 1),
                               "lr": trainer.learning_rate(trainer.step - 1),
                               "seconds": seconds, "images_per_second": n_train / seconds}
+                    if trainer.adversary is not None:  # both players' epoch means
+                        record.update(trainer.adversary.epoch_metrics())
                     self.elapsed = time.perf_counter() - started
                     # the metrics line first, then the checkpoint: killed in between, the
                     # resumed run drops the line of the epoch the checkpoint does not hold

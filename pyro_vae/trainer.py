@@ -25,6 +25,7 @@ from pyro.poutine.messenger import Messenger
 from . import infer
 from .distributed import SINGLE, rank_seed
 from .errors import CheckpointError, TrainingDiverged
+from .adversary import Adversary
 from .infer.objectives import ELBO, as_objective
 from .nets import MLP, ConvDecoder, ConvEncoder
 from .optim import OPTIMIZERS, make_optimizer, normalize_gradients
@@ -115,7 +116,9 @@ class Trainer:
         self.world = SINGLE if world is None else world
         self.batches = batches
         self.loss = as_objective(loss if loss is not None else ELBO())
-        self.parameters = [p for p in vae.parameters() if p.requires_grad]
+        self.adversary = Adversary.of(self.loss)  # the discriminator's own optimizer
+        held = {id(p) for p in self.adversary.parameters} if self.adversary else set()
+        self.parameters = [p for p in vae.parameters() if p.requires_grad and id(p) not in held]
         self.optimizer = make_optimizer(self.parameters, lr)
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
@@ -228,6 +231,9 @@ class Trainer:
                 group["lr"] = lr
             self._lr_set = lr
         self.optimizer.step()
+        if self.adversary is not None:
+            with self._unregistered():
+                self.adversary.step(self.vae.model, self.vae.guide, x)
         self.step += 1
         return value
 
@@ -290,6 +296,8 @@ class Trainer:
                  "epoch": self.epoch, "step": self.step, "rng": rng,
                  "batch_in_epoch": self.batch_in_epoch, "epoch_loss": epoch_loss,
                  "epoch_count": int(epoch_count), "initial_elbo": self.initial_elbo}
+        if self.adversary is not None:
+            state["adversary"] = self.adversary.state_dict()
         if self.world.distributed:
             # each rank samples with its own RNG; the data generator is shared
             state["rng_ranks"] = self.world.all_gather(
@@ -315,6 +323,11 @@ class Trainer:
                                               f"{tuple(value.shape)} for a parameter of shape "
                                               f"{tuple(p.shape)}; it was edited or mixed from "
                                               "two runs")
+        if self.adversary is not None:
+            if "adversary" not in state:
+                raise CheckpointError("the checkpoint holds no discriminator optimizer state, "
+                                      "which this adversarial objective needs")
+            self.adversary.load_state_dict(state["adversary"])
         self.initial_elbo = state.get("initial_elbo")
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self._lr_set = None

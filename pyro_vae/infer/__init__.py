@@ -22,7 +22,8 @@ particles are drawn in one outer particle plate, or one at a time with
 - :mod:`~pyro_vae.infer.latents`: KL per dimension and active units (:func:`latent_report`);
 - :mod:`~pyro_vae.infer.objectives`: training objectives behind one contract
   (:class:`Objective`); :mod:`~pyro_vae.infer.discrete_objectives`: gradient estimators
-  for discrete latents (Concrete relaxation, exact enumeration, score function);
+  for discrete latents (Concrete relaxation, exact enumeration, score function) and the
+  VQ-VAE; :mod:`~pyro_vae.infer.adversarial`: adversarial autoencoders and VAE-GANs;
   :mod:`~pyro_vae.infer.registry`: the objectives by name (:data:`OBJECTIVES`);
 - :mod:`~pyro_vae.infer.chunks`: data as model arguments, chunked and seeded.
 
@@ -41,10 +42,12 @@ from .elbo import elbo, elbo_terms
 from .gaps import LOG_LIKELIHOOD_METHODS, GapsResult, inference_gaps
 from .importance import LogLikelihoodResult, default_k_sweep, log_likelihood
 from .latents import LatentReport, latent_report
+from .adversarial import (AdversarialAutoencoderObjective, AdversarialObjective,
+                          VAEGANObjective)
 from .discrete_objectives import ConcreteELBO, EnumerationELBO, ScoreFunctionELBO, VQObjective
 from .objectives import (ELBO, DReGIWAEObjective, FreeBitsELBO, IWAEObjective, ScaleLatents,
                          SemiSupervisedELBO)
-from .registry import DISCRETE_OBJECTIVES, OBJECTIVES, make_objective
+from .registry import ADVERSARIAL_OBJECTIVES, DISCRETE_OBJECTIVES, OBJECTIVES, make_objective
 from .traces import (PARTICLE_PLATE, ModelGuideMismatch, ParticleBroadcastError, data_nesting,
                      data_plate_dim, datapoint_sum, factorized_base, is_auxiliary, is_sample, latent_order,
                      log_weight_parts, log_weights, pair_traces, particle_traces, per_datapoint,
@@ -55,7 +58,8 @@ __all__ = [
     "LOG_LIKELIHOOD_METHODS", "TARGET_ACCEPTANCE", "ais_log_likelihood", "bdmc", "inference_gaps", "is_auxiliary",
     "sigmoid_schedule", "simulate",
     "Comparison", "ConcreteELBO", "DISCRETE_OBJECTIVES", "EnumerationELBO", "ScoreFunctionELBO",
-    "VQObjective",
+    "VQObjective", "AdversarialAutoencoderObjective", "AdversarialObjective", "VAEGANObjective",
+    "ADVERSARIAL_OBJECTIVES",
     "DReGIWAEObjective", "ELBO", "FLAT_WEIGHTS_NATS", "FreeBitsELBO",
     "IWAEObjective", "LatentReport", "LogLikelihoodResult", "MIN_PARTICLES_KHAT",
     "MIN_TAIL_DISTINCT", "ModelGuideMismatch", "OBJECTIVES", "PARTICLE_PLATE",

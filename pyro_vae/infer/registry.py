@@ -1,5 +1,6 @@
 """The training objectives a recipe may name (``train.objective``), by name."""
 
+from .adversarial import AdversarialAutoencoderObjective, VAEGANObjective
 from .discrete_objectives import ConcreteELBO, EnumerationELBO, ScoreFunctionELBO, VQObjective
 from .objectives import DReGIWAEObjective, ELBO, FreeBitsELBO, IWAEObjective, MeanFieldELBO
 
@@ -7,7 +8,11 @@ from .objectives import DReGIWAEObjective, ELBO, FreeBitsELBO, IWAEObjective, Me
 OBJECTIVES = {"elbo": ELBO, "mean_field": MeanFieldELBO, "iwae": IWAEObjective,
               "iwae_dreg": DReGIWAEObjective, "free_bits": FreeBitsELBO,
               "concrete": ConcreteELBO, "enumerate": EnumerationELBO,
-              "score": ScoreFunctionELBO, "vqvae": VQObjective}
+              "score": ScoreFunctionELBO, "vqvae": VQObjective,
+              "aae": AdversarialAutoencoderObjective, "vaegan": VAEGANObjective}
+
+#: The adversarial objectives and the discriminator each needs (``model.discriminator``).
+ADVERSARIAL_OBJECTIVES = {"aae": "latent", "vaegan": "image"}
 
 #: The objectives for discrete latents (they need a guide with discrete sites).
 DISCRETE_OBJECTIVES = ("concrete", "enumerate", "score")
@@ -19,7 +24,9 @@ def make_objective(name="elbo", num_particles=1, free_bits=0.0, **options):
     :param str name: a key of :data:`OBJECTIVES`.
     :param options: other settings the objective takes (the Concrete temperature schedule:
         ``temperature``, ``final_temperature``, ``anneal_steps``; the VQ-VAE's
-        ``commitment``); others ignore them.
+        ``commitment``; the adversarial objectives' ``discriminator`` (the model's),
+        ``adversarial_weight``, ``discriminator_lr`` and ``feature_weight``); others ignore
+        them.
     :raises ValueError: for an unknown name or bad settings.
     """
     if name not in OBJECTIVES:
