@@ -1,5 +1,6 @@
-"""The second player of an adversarial objective: the discriminator's optimizer, its step
-after each step of the VAE, its statistics per epoch, and its state in the checkpoint.
+"""The second player of an adversarial objective: the discriminator (built from the recipe,
+:func:`build_discriminator`), its optimizer, its step after each step of the VAE, its
+statistics per epoch, and its state in the checkpoint.
 
 The discriminator is a module of the model (``vae.discriminator``, saved with its weights);
 the :class:`~pyro_vae.trainer.Trainer` leaves its parameters out of the VAE's optimizer and,
@@ -9,6 +10,10 @@ Radford et al. 2015, arXiv:1511.06434) on the same batch.
 """
 
 import torch
+
+from .errors import ConfigError
+from .model_config import positive_int
+from .nets import MLP, event_size
 
 
 class Adversary:
@@ -57,3 +62,24 @@ class Adversary:
         """Restore what :meth:`state_dict` returned."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.sums, self.count = dict(state["sums"]), int(state["count"])
+
+
+#: What each kind of discriminator reads (``model.discriminator``).
+DISCRIMINATORS = {"latent": "z", "image": "x"}
+
+
+def build_discriminator(m, ctx):
+    """The MLP discriminator ``model.discriminator`` names, with ``discriminator_hidden``
+    and one output logit, reading z (``"latent"``) or the flattened x (``"image"``).
+
+    :raises ConfigError: for an unknown kind or bad hidden sizes.
+    """
+    if m.discriminator not in DISCRIMINATORS:
+        raise ConfigError(f"unknown model.discriminator {m.discriminator!r}; choose one of "
+                          f"{sorted(DISCRIMINATORS)} (or leave it empty)")
+    hidden = m.discriminator_hidden
+    if not hidden or not all(positive_int(h) for h in hidden):
+        raise ConfigError(f"model.discriminator_hidden must be a non-empty list of positive "
+                          f"integers, got {hidden!r}")
+    inputs = ctx.latent_dim if m.discriminator == "latent" else event_size(ctx.event_shape)
+    return MLP(inputs, list(hidden), 1, "leaky_relu")

@@ -133,3 +133,33 @@ class ModelConfig:
 def positive_int(v):
     """Whether ``v`` is an int (not a bool) of at least 1."""
     return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+#: The discrete latents and the prior each needs: guide name -> prior name.
+DISCRETE_LATENTS = {"categorical": "categorical", "vq": "vq"}
+
+
+def check_discrete_latents(m):
+    """Refuse a discrete latent (a categorical code, a vector-quantized code) combined with
+    what cannot go with it: its guide needs its own prior (and the other way round), a flat
+    VAE and no labels.
+
+    :raises ConfigError: saying what to change.
+    """
+    guides = [m.guide] if isinstance(m.guide, str) else list(m.guide)
+    discrete = [g for g in guides if g in DISCRETE_LATENTS]
+    if not discrete and m.prior not in DISCRETE_LATENTS.values():
+        return
+    if m.hierarchical:
+        raise ConfigError("categorical and vector-quantized latents are flat: give "
+                          "model.latent_dim as one number, not a list of layers")
+    if discrete and m.prior != DISCRETE_LATENTS[discrete[0]]:
+        raise ConfigError(f"a {discrete[0]} guide needs prior = {DISCRETE_LATENTS[discrete[0]]!r}, "
+                          f"not {m.prior!r} (the VampPrior, mixtures and flows are densities "
+                          "over real vectors)")
+    if not discrete:
+        raise ConfigError(f"the {m.prior} prior needs guide = {m.prior!r}, not {m.guide!r} (an IAF "
+                          "or other flow moves real vectors, not discrete codes)")
+    if m.uses_labels:
+        raise ConfigError("discrete latents are not built for conditional or semi-supervised "
+                          "models; set model.conditional and model.semi_supervised false")

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .model_config import positive_int
+from .model_config import check_discrete_latents, positive_int
 from .errors import ConfigError
+from .adversary import build_discriminator
 from .categorical import CategoricalGuide, CategoricalPrior
 from .vq import CodePrior, VectorQuantizedGuide
 from .guides import (DiagonalNormalGuide, FullCovNormalGuide, IAFGuide, PlanarGuide, RadialGuide,
@@ -152,7 +153,7 @@ def build_vae(model_config, event_shape, image_shape=None):
         ones), or bad sizes.
     """
     m = model_config
-    check_categorical(m)
+    check_discrete_latents(m)
     dims, hidden = m.latent_sizes(), m.layer_hidden()
     if m.inference not in INFERENCE:
         raise ConfigError(f"unknown model.inference {m.inference!r}; choose one of "
@@ -183,56 +184,6 @@ def build_vae(model_config, event_shape, image_shape=None):
         vae.discriminator = build_discriminator(m, ctx)
     return vae
 
-
-#: What each kind of discriminator reads (``model.discriminator``).
-DISCRIMINATORS = {"latent": "z", "image": "x"}
-
-
-def build_discriminator(m, ctx):
-    """The MLP discriminator ``model.discriminator`` names, with ``discriminator_hidden``
-    and one output logit, reading z (``"latent"``) or the flattened x (``"image"``).
-
-    :raises ConfigError: for an unknown kind or bad hidden sizes.
-    """
-    if m.discriminator not in DISCRIMINATORS:
-        raise ConfigError(f"unknown model.discriminator {m.discriminator!r}; choose one of "
-                          f"{sorted(DISCRIMINATORS)} (or leave it empty)")
-    hidden = m.discriminator_hidden
-    if not hidden or not all(positive_int(h) for h in hidden):
-        raise ConfigError(f"model.discriminator_hidden must be a non-empty list of positive "
-                          f"integers, got {hidden!r}")
-    inputs = ctx.latent_dim if m.discriminator == "latent" else event_size(ctx.event_shape)
-    return MLP(inputs, list(hidden), 1, "leaky_relu")
-
-
-#: The discrete latents and the prior each needs: guide name -> prior name.
-DISCRETE_LATENTS = {"categorical": "categorical", "vq": "vq"}
-
-
-def check_categorical(m):
-    """Refuse a discrete latent (a categorical code, a vector-quantized code) combined with
-    what cannot go with it: its guide needs its own prior (and the other way round), a flat
-    VAE and no labels.
-
-    :raises ConfigError: saying what to change.
-    """
-    guides = [m.guide] if isinstance(m.guide, str) else list(m.guide)
-    discrete = [g for g in guides if g in DISCRETE_LATENTS]
-    if not discrete and m.prior not in DISCRETE_LATENTS.values():
-        return
-    if m.hierarchical:
-        raise ConfigError("categorical and vector-quantized latents are flat: give "
-                          "model.latent_dim as one number, not a list of layers")
-    if discrete and m.prior != DISCRETE_LATENTS[discrete[0]]:
-        raise ConfigError(f"a {discrete[0]} guide needs prior = {DISCRETE_LATENTS[discrete[0]]!r}, "
-                          f"not {m.prior!r} (the VampPrior, mixtures and flows are densities "
-                          "over real vectors)")
-    if not discrete:
-        raise ConfigError(f"the {m.prior} prior needs guide = {m.prior!r}, not {m.guide!r} (an IAF "
-                          "or other flow moves real vectors, not discrete codes)")
-    if m.uses_labels:
-        raise ConfigError("discrete latents are not built for conditional or semi-supervised "
-                          "models; set model.conditional and model.semi_supervised false")
 
 
 #: Bytes per parameter that training holds: the weight, its gradient and Adam's two moments
