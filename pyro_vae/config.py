@@ -94,6 +94,8 @@ class TrainConfig:
     :ivar float final_temperature: the temperature reached after ``temperature_epochs``.
     :ivar float temperature_epochs: epochs of the exponential annealing from ``temperature``
         to ``final_temperature`` (0: constant ``temperature``).
+    :ivar bool straight_through: for ``objective = "concrete"``, the straight-through
+        Gumbel-softmax (one-hot codes forward, the relaxation's gradient backward).
     :ivar float commitment: for ``objective = "vqvae"``, the weight beta of the commitment
         loss (see :class:`~pyro_vae.infer.discrete_objectives.VQObjective`).
     :ivar float adversarial_weight: for ``objective = "aae"`` or ``"vaegan"``, the weight of
@@ -124,6 +126,7 @@ class TrainConfig:
     temperature: float = 1.0
     final_temperature: float = 0.5
     temperature_epochs: float = 0.0
+    straight_through: bool = False
     commitment: float = 0.25
     adversarial_weight: float = 1.0
     discriminator_lr: float = 2e-4

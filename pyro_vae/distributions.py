@@ -181,11 +181,12 @@ class CategoricalCode(dist.TorchDistribution):
             values = values.expand((k ** n,) + self.batch_shape + (n * k,))
         return values
 
-    def relaxed(self, temperature):
+    def relaxed(self, temperature, straight_through=False):
         """Its Gumbel-softmax / Concrete relaxation at ``temperature`` (Jang et al. 2017,
         arXiv:1611.01144; Maddison et al. 2017, arXiv:1611.00712):
-        :class:`RelaxedCategoricalCode`."""
-        return RelaxedCategoricalCode(temperature, self.logits)
+        :class:`RelaxedCategoricalCode` (``straight_through``: samples are one-hot codes
+        carrying the relaxed sample's gradient)."""
+        return RelaxedCategoricalCode(temperature, self.logits, straight_through)
 
 
 class OneHotBlocks(constraints.Constraint):
@@ -216,6 +217,10 @@ class RelaxedCategoricalCode(dist.TorchDistribution):
 
     :param float temperature: lambda > 0.
     :param torch.Tensor logits: ``(*batch, N, K)``.
+    :param bool straight_through: samples are the one-hot codes of the relaxed samples'
+        largest entries, with the relaxed samples' gradient (the straight-through
+        Gumbel-softmax of Jang et al. 2017): the decoder then reads codes in training as in
+        evaluation, at the price of a biased gradient.
     :raises ValueError: for a temperature that is not positive.
     """
 
@@ -223,10 +228,11 @@ class RelaxedCategoricalCode(dist.TorchDistribution):
     support = constraints.real_vector
     has_rsample = True
 
-    def __init__(self, temperature, logits, validate_args=None):
+    def __init__(self, temperature, logits, straight_through=False, validate_args=None):
         if not float(temperature) > 0:
             raise ValueError(f"the temperature must be positive, got {temperature}")
         self.temperature = float(temperature)
+        self.straight_through = bool(straight_through)
         self.logits = logits
         n, k = logits.shape[-2:]
         super().__init__(logits.shape[:-2], torch.Size([n * k]), validate_args=validate_args)
@@ -240,14 +246,18 @@ class RelaxedCategoricalCode(dist.TorchDistribution):
         """The same relaxation with batch shape ``batch_shape``."""
         shape = torch.Size(batch_shape) + self.logits.shape[-2:]
         return RelaxedCategoricalCode(self.temperature, self.logits.expand(shape),
-                                      validate_args=False)
+                                      self.straight_through, validate_args=False)
 
     def rsample(self, sample_shape=torch.Size()):
         """Relaxed codes, shape ``sample_shape + batch + (N * K,)``, differentiable in the
         logits."""
         d = torch.distributions.RelaxedOneHotCategorical(
             torch.tensor(self.temperature, device=self.logits.device), logits=self.logits)
-        return d.rsample(sample_shape).flatten(-2)
+        soft = d.rsample(sample_shape)
+        if self.straight_through:
+            hard = torch.nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
+            soft = hard + soft - soft.detach()
+        return soft.flatten(-2)
 
     def log_prob(self, value):
         """Not used: :raises NotImplementedError: (the relaxed objective takes the KL of

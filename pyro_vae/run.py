@@ -119,7 +119,7 @@ class Run:
                                   temperature=t.temperature,
                                   final_temperature=t.final_temperature,
                                   anneal_steps=round(t.temperature_epochs * len(batches)),
-                                  commitment=t.commitment,
+                                  straight_through=t.straight_through, commitment=t.commitment,
                                   discriminator=getattr(self.vae, "discriminator", None),
                                   adversarial_weight=t.adversarial_weight,
                                   discriminator_lr=t.discriminator_lr,

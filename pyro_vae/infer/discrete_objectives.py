@@ -38,18 +38,19 @@ from .traces import (data_plate_dim, datapoint_sum, is_sample, particle_traces, 
 
 class Relax(Messenger):
     """Replace the distribution of every latent site that has a relaxation
-    (``fn.relaxed(temperature)``) by it; the names of the relaxed sites are kept in
-    :attr:`sites`."""
+    (``fn.relaxed(temperature, straight_through)``) by it; the names of the relaxed sites
+    are kept in :attr:`sites`."""
 
-    def __init__(self, temperature):
+    def __init__(self, temperature, straight_through=False):
         super().__init__()
         self.temperature = float(temperature)
+        self.straight_through = bool(straight_through)
         self.sites = set()
 
     def _pyro_sample(self, msg):
         if msg["is_observed"] or not hasattr(msg["fn"], "relaxed"):
             return
-        msg["fn"] = msg["fn"].relaxed(self.temperature)
+        msg["fn"] = msg["fn"].relaxed(self.temperature, self.straight_through)
         self.sites.add(msg["name"])
 
 
@@ -76,6 +77,8 @@ class ConcreteELBO(Objective):
     :param float temperature: the initial temperature (> 0).
     :param float final_temperature: the temperature reached after ``anneal_steps`` steps.
     :param int anneal_steps: steps of the exponential schedule (0: constant temperature).
+    :param bool straight_through: the decoder reads one-hot codes carrying the relaxed
+        samples' gradient (the straight-through Gumbel-softmax, Jang et al. 2017).
     :param int max_plate_nesting: plates nested in the model (1 for our VAEs).
     :raises ValueError: for temperatures that are not positive or no particles; (when
         called) if the guide has no site with a relaxation.
@@ -83,12 +86,13 @@ class ConcreteELBO(Objective):
 
     @classmethod
     def from_settings(cls, num_particles=1, free_bits=0.0, temperature=1.0,
-                      final_temperature=0.5, anneal_steps=0, **options):
-        """Build from ``train.num_particles`` and the temperature schedule."""
-        return cls(num_particles, temperature, final_temperature, anneal_steps)
+                      final_temperature=0.5, anneal_steps=0, straight_through=False, **options):
+        """Build from ``train.num_particles``, the temperature schedule and
+        ``train.straight_through``."""
+        return cls(num_particles, temperature, final_temperature, anneal_steps, straight_through)
 
     def __init__(self, num_particles=1, temperature=1.0, final_temperature=0.5, anneal_steps=0,
-                 max_plate_nesting=1):
+                 straight_through=False, max_plate_nesting=1):
         if not (float(temperature) > 0 and float(final_temperature) > 0):
             raise ValueError(f"temperatures must be positive, got {temperature} and "
                              f"{final_temperature}")
@@ -98,6 +102,7 @@ class ConcreteELBO(Objective):
         self.initial_temperature = float(temperature)
         self.final_temperature = float(final_temperature)
         self.anneal_steps = int(anneal_steps)
+        self.straight_through = bool(straight_through)
         self.max_plate_nesting = max_plate_nesting
         self.temperature = self.initial_temperature
 
@@ -109,7 +114,7 @@ class ConcreteELBO(Objective):
     def differentiable_loss(self, model, guide, x, kl_weight=1.0):
         """Negative relaxed ELBO summed over the batch, nats."""
         k, batch = self.num_particles, batch_size_of(x)
-        relax = Relax(self.temperature)
+        relax = Relax(self.temperature, self.straight_through)
         model_trace, guide_trace, nesting = particle_traces(model, relax(guide), x, k,
                                                             self.max_plate_nesting)
         if not relax.sites:
