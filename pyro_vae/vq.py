@@ -43,12 +43,27 @@ def code_shape(latent_dim, embedding_dim):
     return total // d, d
 
 
+def nearest(vectors, codebook):
+    """The index of the codebook entry nearest to each vector (squared Euclidean distance,
+    computed as ``|v|^2 - 2 v.e + |e|^2`` without a ``(..., K, D)`` difference tensor).
+
+    :param torch.Tensor vectors: ``(..., D)``.
+    :param torch.Tensor codebook: ``(K, D)``.
+    :returns: indices ``(...)``, long.
+    """
+    with torch.no_grad():
+        distances = (vectors.pow(2).sum(-1, keepdim=True) - 2 * vectors @ codebook.T
+                     + codebook.pow(2).sum(-1))
+        return distances.argmin(-1)
+
+
 class QuantizedCode(dist.Delta):
     """The guide's point mass on a quantized code (a :class:`~pyro.distributions.Delta` of
     event dim 1, log-density 0 at its point) that keeps what the VQ-VAE losses need.
 
     :param torch.Tensor encoded: ``z_e``, ``(*batch, M, D)``.
     :param torch.Tensor codebook: ``(K, D)``.
+    :param indices: ``(*batch, M)`` the entries chosen, if known (default: the nearest).
     :ivar indices: ``(*batch, M)`` nearest codebook entries.
     :ivar quantized: ``(*batch, M, D)`` their vectors.
     """
@@ -57,10 +72,9 @@ class QuantizedCode(dist.Delta):
     #: importance-sampling proposal (see :func:`pyro_vae.infer.traces.check_densities`).
     on_discrete_code = True
 
-    def __init__(self, encoded, codebook, validate_args=None):
+    def __init__(self, encoded, codebook, indices=None, validate_args=None):
         self.encoded, self.codebook = encoded, codebook
-        distances = (encoded.unsqueeze(-2) - codebook).pow(2).sum(-1)  # (*batch, M, K)
-        self.indices = distances.argmin(-1)
+        self.indices = nearest(encoded, codebook) if indices is None else indices
         self.quantized = codebook[self.indices]
         straight_through = encoded + (self.quantized - encoded).detach()
         super().__init__(straight_through.flatten(-2), event_dim=1, validate_args=validate_args)
@@ -68,7 +82,8 @@ class QuantizedCode(dist.Delta):
     def expand(self, batch_shape, _instance=None):
         """The same code for a batch of shape ``batch_shape`` (e.g. particles)."""
         shape = torch.Size(batch_shape) + self.encoded.shape[-2:]
-        return QuantizedCode(self.encoded.expand(shape), self.codebook)
+        return QuantizedCode(self.encoded.expand(shape), self.codebook,
+                             self.indices.expand(shape[:-1]))
 
     def quantization_losses(self):
         """Per datapoint (``batch`` shape), summed over the M positions: the commitment loss
@@ -223,8 +238,8 @@ class AutoregressiveCode(dist.TorchDistribution):
 
     def _indices(self, value):
         guide = self.prior.guide
-        vectors = value.reshape(-1, guide.num_positions, guide.embedding_dim)
-        return (vectors.unsqueeze(-2) - guide.codebook.detach()).pow(2).sum(-1).argmin(-1)
+        return nearest(value.reshape(-1, guide.num_positions, guide.embedding_dim),
+                       guide.codebook)
 
     def log_prob(self, value):
         """``sum_m log p(index_m | earlier indices)`` of codes ``value`` (codebook vectors,
