@@ -133,6 +133,27 @@ def plot_code_traversal(vae, x, image_shape, ax=None):
                        title=f"input, then variable 1..{n} (rows) set to class 1..{k}")
 
 
+def plot_code_usage(usage, ax=None, title=None):
+    """Bars of how often each codebook entry is used, most used first, with the
+    perplexity and the dead codes in the title.
+
+    :param dict usage: what :meth:`pyro_vae.vq.VectorQuantizedGuide.code_usage` returns
+        (``counts``, ``perplexity``, ``dead_codes``, ``num_codes``), e.g. from ``eval.json``.
+    :returns: the axes.
+    """
+    counts = torch.tensor(usage["counts"], dtype=torch.float64)
+    freq = (counts / counts.sum()).sort(descending=True).values
+    ax = new_axes(ax, (6, 3))
+    ax.bar(range(len(freq)), freq.numpy(), width=1.0, color="tab:blue")
+    ax.axhline(1 / len(freq), color="grey", lw=0.8, ls="--", label="uniform use")
+    ax.set_xlabel("codebook entries, most used first")
+    ax.set_ylabel("frequency on the test set")
+    ax.legend(frameon=False)
+    ax.set_title(title or f"codebook usage: perplexity {usage['perplexity']:.1f} of "
+                          f"{usage['num_codes']}, {usage['dead_codes']} dead codes")
+    return ax
+
+
 def plot_reconstructions(originals, reconstructions, image_shape, ax=None, title=None):
     """Draw originals and their reconstructions in alternating rows.
 

@@ -107,6 +107,13 @@ def _figures(runs, fig_dir, device):
             ax = plots.plot_curves(r["metrics"])
             ax.set_title(f"{name}: ELBO per epoch")
             out[f"{name}/curves"] = plots.save_figure(ax, fig_dir / f"{name}-curves.png")
+            if any("discriminator_loss" in m for m in r["metrics"]):
+                keys = [k for k in ("discriminator_loss", "discriminator_accuracy",
+                                    "generator_adversarial") if k in r["metrics"][-1]]
+                ax = plots.plot_curves(r["metrics"], keys=keys)
+                ax.set_title(f"{name}: both players per epoch")
+                ax.set_ylabel("loss per image (nats); accuracy in [0, 1]")
+                out[f"{name}/players"] = plots.save_figure(ax, fig_dir / f"{name}-players.png")
             if any("validation_reconstruction" in m for m in r["metrics"]):
                 ax = plots.plot_kl_curves(r["metrics"])
                 ax.set_title(f"{name}: KL per latent layer and reconstruction")
@@ -118,6 +125,9 @@ def _figures(runs, fig_dir, device):
             images = vae.sample(64)
         ax = plots.plot_images(images, image_shape, title=f"{name}: samples (pixel means)")
         out[f"{name}/samples"] = plots.save_figure(ax, fig_dir / f"{name}-samples.png")
+        if "codebook" in r["summary"]:
+            ax = plots.plot_code_usage(r["summary"]["codebook"])
+            out[f"{name}/codebook"] = plots.save_figure(ax, fig_dir / f"{name}-codebook.png")
         ax = plots.plot_bound_vs_k(r["result"], [name])
         out[f"{name}/bound"] = plots.save_figure(ax, fig_dir / f"{name}-bound-vs-k.png")
         if r["ais"] or r["bdmc"]:
@@ -169,6 +179,10 @@ def _run_rows(r):
                      f"{fmt(g['approximation_gap_se'])}, amortization "
                      f"{fmt(g['amortization_gap'])} +- {fmt(g['amortization_gap_se'])} nats "
                      f"on {g['num_test']} test images"))
+    if "codebook" in s:
+        c = s["codebook"]
+        rows.append(("codebook", f"perplexity {fmt(c['perplexity'])} of {c['num_codes']} entries, "
+                                 f"{c['dead_codes']} dead codes"))
     for site, n in s.get("active_units", {}).items():
         rows.append((f"active units {site}", f"{n} of {s['latent_dims'][site]}, KL "
                                              f"{fmt(s['kl'][site])} nats"))
@@ -241,6 +255,8 @@ def build_report(run_dirs, out_dir, k=None, seed=0, device="cpu"):
         figure(f"{r['name']}/curves", f"{r['name']}: training curves")
         figure(f"{r['name']}/kl", f"{r['name']}: KL per latent layer and reconstruction")
         figure(f"{r['name']}/samples", f"{r['name']}: samples from the prior")
+        figure(f"{r['name']}/players", f"{r['name']}: discriminator and generator per epoch")
+        figure(f"{r['name']}/codebook", f"{r['name']}: codebook usage on the test set")
         figure(f"{r['name']}/bound", f"{r['name']}: IWAE bound against k")
         figure(f"{r['name']}/khat", f"{r['name']}: Pareto k-hat of the importance weights")
         figure(f"{r['name']}/compute", f"{r['name']}: IWAE, AIS and BDMC against compute")

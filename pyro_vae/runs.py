@@ -93,7 +93,8 @@ def update_eval_json(run_dir, results):
 
 
 def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
-    """Write ``samples.png``, ``reconstructions.png``, for a categorical code
+    """Write ``samples.png``, ``reconstructions.png``, for a VQ-VAE ``codebook.png`` (see
+    :func:`~pyro_vae.plots.plot_code_usage`), for a categorical code
     ``traversal.png`` (see :func:`~pyro_vae.plots.plot_code_traversal`), for a hierarchical
     VAE ``layers.png``
     (see :func:`~pyro_vae.plots.plot_layer_samples`), and (with metrics) ``curves.png``."""
@@ -111,6 +112,10 @@ def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
                       run_dir / "samples.png")
     plots.save_figure(plots.plot_reconstructions(originals, recon, image_shape),
                       run_dir / "reconstructions.png")
+    if hasattr(vae.posterior, "code_usage"):  # a vector-quantized code
+        with torch.no_grad():
+            usage = vae.posterior.code_usage(infer.to_device(test, device))
+        plots.save_figure(plots.plot_code_usage(usage), run_dir / "codebook.png")
     if getattr(vae.posterior, "categorical", False):
         plots.save_figure(plots.plot_code_traversal(vae, originals[:1], image_shape),
                           run_dir / "traversal.png")
