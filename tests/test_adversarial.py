@@ -132,3 +132,17 @@ def test_adversarial_choices_that_cannot_work_are_refused(model, train, message)
     cfg = Config(model=ModelConfig(**model), train=TrainConfig(**train))
     with pytest.raises(ConfigError, match=message):
         cfg.check()
+
+
+def test_the_report_shows_both_players_and_the_codebook(tmp_path):
+    from pyro_vae import cli
+    from pyro_vae.report import build_report
+
+    for recipe in ("aae", "vqvae"):
+        assert cli.main(["train", recipe, "--epochs", "2", "--quiet", "--device", "cpu",
+                         "--set", "eval.k=1", "--out", str(tmp_path / recipe)]) == 0
+    assert (tmp_path / "vqvae" / "codebook.png").exists()
+    _, md = build_report([tmp_path / "aae", tmp_path / "vqvae"], tmp_path / "report", k=1)
+    text = md.read_text()
+    assert "aae: discriminator and generator per epoch" in text
+    assert "| codebook | perplexity" in text and "vqvae: codebook usage" in text
