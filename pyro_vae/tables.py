@@ -30,6 +30,9 @@ def evaluation_rows(summary):
     ]
     if summary.get("proposal"):  # a point-mass guide, evaluated with a Gaussian around it
         rows.append(("proposal", summary["proposal"]))
+    if (summary.get("khat_above_0.7") or 0) > 0.5:
+        rows.append(("note", "a loose lower bound: k-hat > 0.7 on most images, log p(x) is "
+                             "likely well above it (try --method ais)"))
     for site, n in summary.get("active_units", {}).items():
         rows.append((f"active units {site}", f"{n} of {summary['latent_dims'][site]}"))
     for site, kl in summary.get("kl", {}).items():

@@ -146,3 +146,16 @@ def test_the_report_shows_both_players_and_the_codebook(tmp_path):
     text = md.read_text()
     assert "aae: discriminator and generator per epoch" in text
     assert "| codebook | perplexity" in text and "vqvae: codebook usage" in text
+
+
+def test_a_bound_whose_khat_is_high_on_most_images_is_called_loose():
+    from pyro_vae.tables import evaluation_rows
+
+    summary = {"k": 100, "test_log_likelihood": -207.0, "test_log_likelihood_se": 0.9,
+               "test_elbo": -217.4, "test_elbo_se": 0.9, "bits_per_dim": 4.67,
+               "khat_above_0.7": 1.0, "khat_median": 1.96, "ess_mean": 2.0, "ess_min": 1.0,
+               "proposal": "gaussian(0.1) around the point-mass guide"}
+    notes = [text for label, text in evaluation_rows(summary) if label == "note"]
+    assert notes and notes[0].startswith("a loose lower bound")
+    summary["khat_above_0.7"] = 0.2
+    assert "note" not in [label for label, _ in evaluation_rows(summary)]
