@@ -142,6 +142,9 @@ def test_the_report_shows_both_players_and_the_codebook(tmp_path):
         assert cli.main(["train", recipe, "--epochs", "2", "--quiet", "--device", "cpu",
                          "--set", "eval.k=1", "--out", str(tmp_path / recipe)]) == 0
     assert (tmp_path / "vqvae" / "codebook.png").exists()
+    assert cli.main(["sample", str(tmp_path / "vqvae"), "-o", str(tmp_path / "s.png"),
+                     "--device", "cpu"]) == 0  # codes drawn from the Transformer prior
+    assert (tmp_path / "s.png").stat().st_size > 0
     _, md = build_report([tmp_path / "aae", tmp_path / "vqvae"], tmp_path / "report", k=1)
     text = md.read_text()
     assert "aae: discriminator and generator per epoch" in text
