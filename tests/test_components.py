@@ -12,6 +12,7 @@ from pyro_vae import config as C, recipes, registries
 from pyro_vae.errors import ConfigError
 from pyro_vae.infer import log_weights
 from pyro_vae.guides import DiagonalNormalGuide, FlowGuide
+from pyro_vae.model_config import DISCRETE_LATENTS
 from pyro_vae.priors import MixtureOfGaussiansPrior, VampPrior
 
 D, X = 2, 6  # latent size, data size
@@ -33,6 +34,11 @@ def make_prior(name, **options):
 
 K = 3  # classes of the conditional prior's context
 
+#: The components of continuous latents (the discrete ones are tested in test_discrete.py
+#: and test_vq.py; here only that they refuse continuous partners).
+PRIORS = sorted(p for p in registries.PRIORS if p not in DISCRETE_LATENTS.values())
+GUIDES = sorted(g for g in registries.GUIDES if g not in DISCRETE_LATENTS)
+
 
 def call_prior(prior, batch_size, label=None):
     """p(z) of a batch, or p(z|y) for a conditional prior (labels 0, 1, 2, ... or ``label``)."""
@@ -48,7 +54,7 @@ def grid(lo=-7.0, hi=7.0, n=281):
     return zz, (axis[1] - axis[0]) ** 2
 
 
-@pytest.mark.parametrize("name", sorted(registries.PRIORS))
+@pytest.mark.parametrize("name", PRIORS)
 def test_prior_shapes_and_own_samples(name):
     prior = make_prior(name)
     p = call_prior(prior, 5)
@@ -60,7 +66,7 @@ def test_prior_shapes_and_own_samples(name):
     assert p.expand((3, 5)).log_prob(torch.randn(3, 5, D)).shape == (3, 5)
 
 
-@pytest.mark.parametrize("name", sorted(registries.PRIORS))
+@pytest.mark.parametrize("name", PRIORS)
 def test_prior_density_integrates_to_one(name):
     prior = make_prior(name)
     zz, area = grid()
@@ -99,7 +105,7 @@ def test_vamp_prior_shares_the_guide_and_learns_pseudo_inputs():
     assert ((vae.prior.pseudo_inputs > 0) & (vae.prior.pseudo_inputs < 1)).all()
 
 
-@pytest.mark.parametrize("name", sorted(registries.GUIDES))
+@pytest.mark.parametrize("name", GUIDES)
 def test_guide_shapes_and_own_samples(name):
     guide = make_guide(name)
     x = torch.rand(5, X)
@@ -189,8 +195,7 @@ def test_full_cov_guide_is_a_proper_cholesky_gaussian():
 
 
 @pytest.mark.parametrize("prior, guide, likelihood",
-                         list(itertools.product(sorted(registries.PRIORS), sorted(registries.GUIDES),
-                                                sorted(registries.LIKELIHOODS))))
+                         list(itertools.product(PRIORS, GUIDES, sorted(registries.LIKELIHOODS))))
 def test_every_combination_builds_trains_and_evaluates(prior, guide, likelihood):
     conditional = getattr(registries.PRIORS[prior], "conditional", False)
     config = C.ModelConfig(prior=prior, guide=guide, likelihood=likelihood, latent_dim=D,
@@ -289,3 +294,16 @@ def test_full_cov_guide_starts_diagonal():
     q = make_guide("full_cov_normal")(torch.rand(3, X))
     L = q.scale_tril
     assert torch.equal(L, torch.diag_embed(torch.diagonal(L, dim1=-2, dim2=-1)))
+
+
+@pytest.mark.parametrize("discrete, continuous", list(itertools.product(
+    sorted(DISCRETE_LATENTS), GUIDES)))
+def test_discrete_latents_refuse_continuous_partners(discrete, continuous):
+    prior = DISCRETE_LATENTS[discrete]
+    with pytest.raises(ConfigError, match="needs prior|needs guide"):
+        registries.build_vae(C.ModelConfig(prior=prior, guide=continuous, latent_dim=20,
+                                           hidden=[8]), (X,))
+    for other in PRIORS:
+        with pytest.raises(ConfigError, match="needs prior"):
+            registries.build_vae(C.ModelConfig(prior=other, guide=discrete, latent_dim=20,
+                                               hidden=[8]), (X,))
