@@ -327,3 +327,21 @@ def test_reproduction_table_compares_a_run_with_its_published_row(tmp_path, caps
         script.main(["--run", f"paper_vae={out}", "--figure", str(figure)])
     with pytest.raises(SystemExit):
         script.main(["--run", f"paper_vamp={tmp_path / 'missing'}"])
+
+
+def test_discrete_vaes_smoke(tmp_path, capsys):
+    """Paired bounds against the baseline (a VQ-VAE at its own k = 1), sharpness, figures."""
+    runs = {}
+    for recipe, k in (("vae", 5), ("discrete", 5), ("vqvae", 1)):
+        runs[recipe] = tmp_path / recipe
+        assert cli.main(["train", recipe, "--epochs", "1", "--quiet", "--device", "cpu",
+                         "--set", f"eval.k={k}", "--out", str(runs[recipe])]) == 0
+    script = load_script("discrete_vaes")
+    rows = script.main([*[a for name, folder in runs.items() for a in ("--run", f"{name}={folder}")],
+                        "--k", "5", "--samples", "100", "--train-images", "500",
+                        "--figure-dir", str(tmp_path / "fig"), "--json", str(tmp_path / "t.json")])
+    assert [r["k"] for r in rows] == [5, 5, 1] and "difference" in rows[2]
+    assert all(r["frechet_distance"] >= 0 and 0 < r["sample_confidence"] <= 1 for r in rows)
+    assert (tmp_path / "fig" / "discrete_vaes_traversal_discrete.png").exists()
+    assert json.loads((tmp_path / "t.json").read_text())["baseline"] == "vae"
+    assert "| vqvae | vqvae |" in capsys.readouterr().out
