@@ -141,13 +141,13 @@ def main(argv=None):
         image_shape = tuple(next(iter(loaded.values()))[2]["image_shape"])
         names = list(loaded)
         grid = torch.cat([samples[name] for name in names])
-        plots.save_figure(plots.plot_images(grid, image_shape, nrow=10,
-                                            title="samples, one row per run: " + ", ".join(names)),
+        plots.save_figure(plots.plot_images(grid, image_shape, nrow=10, row_labels=names,
+                                            title="samples (pixel means)"),
                           out / "discrete_vaes_samples.png")
         grid = torch.cat([originals] + [recons[name] for name in names])
         plots.save_figure(plots.plot_images(grid, image_shape, nrow=10,
-                                            title="test images (binarized), then reconstructions: "
-                                                  + ", ".join(names)),
+                                            row_labels=["test image"] + names,
+                                            title="reconstructions (pixel means)"),
                           out / "discrete_vaes_reconstructions.png")
         for name, (vae, _, _) in loaded.items():
             if getattr(vae.posterior, "categorical", False):

@@ -26,7 +26,7 @@ def new_axes(ax, figsize):
     return ax
 
 
-def plot_images(images, image_shape, nrow=None, ax=None, title=None):
+def plot_images(images, image_shape, nrow=None, ax=None, title=None, row_labels=None):
     """Draw a grid of images.
 
     :param torch.Tensor images: ``(n, D)`` or ``(n, C, H, W)``, values in [0, 1].
@@ -34,8 +34,10 @@ def plot_images(images, image_shape, nrow=None, ax=None, title=None):
     :param int nrow: images per row (default: about ``sqrt(n)``).
     :param ax: matplotlib axes to draw on.
     :param str title: axes title.
+    :param list row_labels: a label per grid row, written left of the row.
     :returns: the axes.
-    :raises ValueError: if ``images`` cannot be viewed as ``(n, *image_shape)``.
+    :raises ValueError: if ``images`` cannot be viewed as ``(n, *image_shape)``, or if
+        ``row_labels`` does not have one label per row.
     """
     images = torch.as_tensor(images).detach().float().cpu()
     n = images.shape[0]
@@ -44,11 +46,21 @@ def plot_images(images, image_shape, nrow=None, ax=None, title=None):
         raise ValueError(f"images of {images[0].numel()} values cannot be shown as {image_shape}")
     images = images.reshape(n, c, h, w).clamp(0, 1)
     nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"{len(row_labels)} row labels for a grid of {rows} rows")
     grid = make_grid(images, nrow=nrow, padding=1, pad_value=0.5)
     ax = new_axes(ax, (6, 6 * grid.shape[1] / grid.shape[2]))
     ax.imshow(grid.permute(1, 2, 0).numpy() if c == 3 else grid[0].numpy(),
               cmap=None if c == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_axis_off()
+    if row_labels is None:
+        ax.set_axis_off()
+    else:  # make_grid puts one pixel of padding before every row
+        ax.set_xticks([])
+        ax.set_yticks([1 + i * (h + 1) + (h - 1) / 2 for i in range(rows)], list(row_labels))
+        ax.tick_params(left=False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
     if title:
         ax.set_title(title)
     return ax

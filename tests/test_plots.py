@@ -138,3 +138,14 @@ def test_plot_samples_leaves_the_global_rng_alone(small_vae):
     torch.manual_seed(123)
     plots.plot_samples(small_vae, (1, 8, 8), num_samples=4, temperatures=(1.0,))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_image_grid_row_labels_sit_on_their_rows():
+    ax = plots.plot_images(torch.rand(6, 64), (1, 8, 8), nrow=3, row_labels=["a", "b"])
+    centres = ax.get_yticks()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]
+    # rows start after one pixel of padding and are 8 + 1 pixels apart
+    assert list(centres) == [1 + 3.5, 10 + 3.5]
+    with pytest.raises(ValueError, match="3 row labels for a grid of 2 rows"):
+        plots.plot_images(torch.rand(6, 64), (1, 8, 8), nrow=3, row_labels=["a", "b", "c"])
+    plt.close("all")
