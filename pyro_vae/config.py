@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from .errors import ConfigError
 from .infer.registry import ADVERSARIAL_OBJECTIVES, DISCRETE_OBJECTIVES, OBJECTIVES
 from .model_config import ModelConfig
+from .objective_checks import check_disentangling
 from .optim import OPTIMIZERS
 
 
@@ -102,6 +103,11 @@ class TrainConfig:
         the generator's adversarial term (see :mod:`pyro_vae.infer.adversarial`).
     :ivar float discriminator_lr: the discriminator's Adam learning rate.
     :ivar float feature_weight: for ``"vaegan"``, the weight of the feature-matching term.
+    :ivar float capacity: for ``objective = "capacity"``, C_max in nats; ``capacity_weight``
+        is its gamma and ``capacity_epochs`` the epochs over which C rises linearly from 0
+        (see :class:`~pyro_vae.infer.disentangling.CapacityELBO`).
+    :ivar float tc_weight: for ``objective = "beta_tcvae"``, beta, the weight of the total
+        correlation (see :class:`~pyro_vae.infer.disentangling.BetaTCELBO`).
     """
 
     epochs: int = 300
@@ -131,6 +137,10 @@ class TrainConfig:
     adversarial_weight: float = 1.0
     discriminator_lr: float = 2e-4
     feature_weight: float = 1.0
+    capacity: float = 25.0
+    capacity_weight: float = 1000.0
+    capacity_epochs: float = 0.0
+    tc_weight: float = 6.0
 
 
 @dataclass
@@ -288,6 +298,7 @@ class Config:
                               "guide samples z1 before z2 (bottom-up inference); use objective "
                               "'elbo', or model.inference = 'ladder'")
         self._check_discrete(where)
+        check_disentangling(self, where)
         if t.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{where}: unknown train.optimizer {t.optimizer!r}; choose one of "
                               f"{list(OPTIMIZERS)}")

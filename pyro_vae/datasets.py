@@ -1,4 +1,4 @@
-"""Data sets by name: the embedded digits, IDX files, a user's ``.npz``.
+"""Data sets by name: the embedded digits, IDX files, generated shapes, a user's ``.npz``.
 
 Sources (see :data:`DATASETS`):
 
@@ -6,6 +6,10 @@ Sources (see :data:`DATASETS`):
   0..16 scaled to [0, 1]); always available. Split with a fixed permutation (seed 0)
   into 1200 train, 300 validation and 297 test images.
 - ``fashion-mnist`` and ``mnist``: IDX files (see :mod:`pyro_vae.idx`).
+- ``shapes``: dSprites-like binary 32x32 images of one square, ellipse or heart with
+  known factors (shape, scale, orientation, x, y), drawn by :mod:`pyro_vae.shapes`; 28,224
+  images split with a fixed permutation (seed 0) into 22,580 train, 2,822 validation and
+  2,822 test images.
 - a path to a ``.npz`` file holding arrays ``train`` and ``test`` (and optionally
   ``validation``; without it the last 10% of ``train`` is held out), each of shape
   ``(N, H, W)``, ``(N, C, H, W)`` or ``(N, D)``, uint8 in 0..255 or float in [0, 1], and
@@ -21,6 +25,7 @@ import torch
 from .errors import DataError
 from .idx import load_idx_dataset
 from .images import ImageData, as_unit_float, check_images, image_shape_of
+from .shapes import load_shapes
 
 
 def load_digits():
@@ -141,13 +146,20 @@ DATASETS = {
     "fashion-mnist": lambda data_dir=None, download=False: load_idx_dataset(
         "fashion-mnist", data_dir, download),
     "mnist": lambda data_dir=None, download=False: load_idx_dataset("mnist", data_dir, download),
+    "shapes": lambda data_dir=None, download=False: load_shapes(),
 }
+
+
+#: The built-in data sets that know their images' factors of variation (``ImageData.
+#: train_factors``): runs on them are scored by the disentanglement metrics.
+FACTOR_DATASETS = ("shapes",)
 
 
 def load_dataset(name, data_dir=None, download=False):
     """Load a data set by name (a key of :data:`DATASETS`) or a path to a ``.npz`` file.
 
-    :param str name: ``digits``, ``fashion-mnist``, ``mnist`` or ``path/to/file.npz``.
+    :param str name: ``digits``, ``fashion-mnist``, ``mnist``, ``shapes`` or
+        ``path/to/file.npz``.
     :param data_dir: a folder to search first for IDX files.
     :param bool download: allow torchvision to download missing files into the cache.
     :returns: :class:`ImageData` with every split checked (non-empty, no NaN, in [0, 1]).

@@ -27,6 +27,12 @@ class ImageData:
     :ivar train_labels: ``(N_train,)`` int64 class labels, or ``None`` when the source has
         none (likewise ``validation_labels``, ``test_labels``); for figures and
         evaluations by class, never used in training.
+    :ivar train_factors: ``(N_train, F)`` int64 indices of each image's known factors of
+        variation into ``factor_values`` (likewise ``validation_factors``,
+        ``test_factors``), or ``None`` when the data set has no known factors; for the
+        disentanglement metrics (:mod:`pyro_vae.disentanglement`), never used in training.
+    :ivar tuple factor_names: the F factors' names (``None`` without factors).
+    :ivar tuple factor_values: for each factor, the tuple of its values (the grid).
     """
 
     name: str
@@ -38,6 +44,16 @@ class ImageData:
     train_labels: torch.Tensor = None
     validation_labels: torch.Tensor = None
     test_labels: torch.Tensor = None
+    train_factors: torch.Tensor = None
+    validation_factors: torch.Tensor = None
+    test_factors: torch.Tensor = None
+    factor_names: tuple = None
+    factor_values: tuple = None
+
+    @property
+    def has_factors(self):
+        """True when the data set knows its images' factors of variation."""
+        return self.train_factors is not None
 
     @property
     def event_shape(self):

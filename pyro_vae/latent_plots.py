@@ -38,7 +38,7 @@ def layer_points(vae, x):
     return [latent_point(vae, x)]
 
 
-def plot_traversal(vae, x, image_shape, dims=None, steps=9, span=3.0, ax=None):
+def plot_traversal(vae, x, image_shape, dims=None, steps=9, span=3.0, ax=None, row_labels=None):
     """Latent traversals: from the point estimate of one input, each row sets one latent
     dimension to values evenly spaced in ``[-span, span]`` (prior standard deviations for
     a standard-normal prior) and decodes (the likelihood's mean); in a hierarchy the
@@ -46,6 +46,7 @@ def plot_traversal(vae, x, image_shape, dims=None, steps=9, span=3.0, ax=None):
 
     :param torch.Tensor x: one datapoint, ``(D_x,)`` or ``(1, D_x)``.
     :param dims: latent dimensions to traverse (default: the first 8).
+    :param list row_labels: a label per traversed dimension, left of its row.
     :returns: the axes.
     """
     x = x.reshape(1, -1) if x.dim() == 1 else x[:1]
@@ -58,8 +59,10 @@ def plot_traversal(vae, x, image_shape, dims=None, steps=9, span=3.0, ax=None):
         for row, d in enumerate(dims):
             grid[row * steps:(row + 1) * steps, d] = values
         images = decode_mean(vae, [grid, *(h.expand(grid.shape[0], -1) for h in layers[1:])])
-    return plot_images(images, image_shape, nrow=steps, ax=ax,
-                       title=f"traversals: rows are latent dims {dims}, from {-span} to {span}")
+    title = (f"traversals from {-span} to {span}" if row_labels is not None else
+             f"traversals: rows are latent dims {dims}, from {-span} to {span}")
+    return plot_images(images, image_shape, nrow=steps, ax=ax, title=title,
+                       row_labels=row_labels)
 
 
 def plot_interpolation(vae, x_a, x_b, image_shape, steps=10, ax=None):

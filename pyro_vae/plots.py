@@ -342,3 +342,33 @@ def save_figure(ax, path, dpi=120):
     finally:
         plt.close(fig)
     return path
+
+
+def plot_mutual_information(matrix, factor_names, ax=None, title=None):
+    """Heat map of the mutual information between each latent dimension (rows) and each
+    known factor (columns), nats, with the values written in the cells (see
+    :func:`pyro_vae.disentanglement.mutual_information_matrix`).
+
+    :param matrix: ``(D, F)`` nats.
+    :param factor_names: the F factors' names.
+    :returns: the axes.
+    :raises ValueError: if the matrix is not ``(D, F)`` for the F names given.
+    """
+    import numpy as np
+
+    matrix = np.asarray(matrix, dtype=float)
+    if matrix.ndim != 2 or matrix.shape[1] != len(factor_names):
+        raise ValueError(f"expected a (D, {len(factor_names)}) matrix for factors "
+                         f"{list(factor_names)}, got shape {matrix.shape}")
+    d, f = matrix.shape
+    ax = new_axes(ax, (1.2 * f + 2, 0.35 * d + 1.5))
+    image = ax.imshow(matrix, cmap="viridis", vmin=0, aspect="auto")
+    ax.set_xticks(range(f), list(factor_names))
+    ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
+    for i in range(d):
+        for j in range(f):
+            ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] < 0.6 * max(matrix.max(), 1e-12) else "black")
+    ax.figure.colorbar(image, ax=ax, label="mutual information (nats)")
+    ax.set_title(title or "latent dimension x factor")
+    return ax

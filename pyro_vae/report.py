@@ -128,6 +128,10 @@ def _figures(runs, fig_dir, device):
         if "codebook" in r["summary"]:
             ax = plots.plot_code_usage(r["summary"]["codebook"])
             out[f"{name}/codebook"] = plots.save_figure(ax, fig_dir / f"{name}-codebook.png")
+        if "disentanglement" in r["summary"]:
+            d = r["summary"]["disentanglement"]
+            ax = plots.plot_mutual_information(d["mutual_information"], d["factor_names"])
+            out[f"{name}/factors"] = plots.save_figure(ax, fig_dir / f"{name}-factors.png")
         ax = plots.plot_bound_vs_k(r["result"], [name])
         out[f"{name}/bound"] = plots.save_figure(ax, fig_dir / f"{name}-bound-vs-k.png")
         if r["ais"] or r["bdmc"]:
@@ -183,6 +187,12 @@ def _run_rows(r):
         c = s["codebook"]
         rows.append(("codebook", f"perplexity {fmt(c['perplexity'])} of {c['num_codes']} entries, "
                                  f"{c['dead_codes']} dead codes"))
+    if "mig" in s:
+        dci = s["dci"]
+        rows.append(("disentanglement", f"MIG {fmt(s['mig'])}, DCI disentanglement "
+                                        f"{fmt(dci['disentanglement'])}, completeness "
+                                        f"{fmt(dci['completeness'])}, informativeness "
+                                        f"{fmt(dci['informativeness'])}"))
     for site, n in s.get("active_units", {}).items():
         rows.append((f"active units {site}", f"{n} of {s['latent_dims'][site]}, KL "
                                              f"{fmt(s['kl'][site])} nats"))
@@ -257,6 +267,8 @@ def build_report(run_dirs, out_dir, k=None, seed=0, device="cpu"):
         figure(f"{r['name']}/samples", f"{r['name']}: samples from the prior")
         figure(f"{r['name']}/players", f"{r['name']}: discriminator and generator per epoch")
         figure(f"{r['name']}/codebook", f"{r['name']}: codebook usage on the test set")
+        figure(f"{r['name']}/factors", f"{r['name']}: mutual information of latent dimensions "
+                                       "and known factors")
         figure(f"{r['name']}/bound", f"{r['name']}: IWAE bound against k")
         figure(f"{r['name']}/khat", f"{r['name']}: Pareto k-hat of the importance weights")
         figure(f"{r['name']}/compute", f"{r['name']}: IWAE, AIS and BDMC against compute")

@@ -29,7 +29,7 @@ from .distributed import SINGLE, rank_seed, resolve_device
 from .errors import CheckpointError, ConfigError, RunFolderError, TrainingDiverged, TrainingWarning
 from .files import write_text
 from .infer.objectives import SemiSupervisedELBO
-from .infer.registry import make_objective
+from .infer.registry import make_objective, objective_options
 from .monitor import Monitor
 from .registries import build_vae, check_model_size, check_step_memory
 from .runs import (best_state, check_data_source, check_recorded_config, evaluate_run,
@@ -116,14 +116,9 @@ class Run:
             loss = SemiSupervisedELBO(t.classifier_weight)
         if loss is None:
             loss = make_objective(t.objective, t.num_particles, t.free_bits,
-                                  temperature=t.temperature,
-                                  final_temperature=t.final_temperature,
-                                  anneal_steps=round(t.temperature_epochs * len(batches)),
-                                  straight_through=t.straight_through, commitment=t.commitment,
+                                  **objective_options(t, len(batches)),
                                   discriminator=getattr(self.vae, "discriminator", None),
-                                  adversarial_weight=t.adversarial_weight,
-                                  discriminator_lr=t.discriminator_lr,
-                                  feature_weight=t.feature_weight)
+                                  dataset_size=self.data.train.shape[0])
             if cfg.model.discriminator and world.size > 1:
                 raise ConfigError("adversarial objectives train in one process; run them "
                                   "without torchrun")
@@ -375,7 +370,7 @@ class Run:
         update_eval_json(self.run_dir, summary)
         with eager():
             write_figures(self.vae, self.test, self.data.image_shape, self.run_dir, metrics,
-                          seed=self.config.train.seed)
+                          seed=self.config.train.seed, summary=summary)
         return summary
 
 

@@ -16,6 +16,7 @@ from .config import RESUME_BUDGET_KEYS, Config
 from .registries import build_vae
 from .distributed import SINGLE, resolve_device
 from .errors import CheckpointError, ConfigError, RunFolderError
+from .factor_eval import factor_metrics_for, write_factor_figures
 from .files import write_text
 from .runfolder import check_run_argument, is_packed
 
@@ -92,8 +93,11 @@ def update_eval_json(run_dir, results):
 
 
 
-def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
-    """Write ``samples.png``, ``reconstructions.png``, for a VQ-VAE ``codebook.png`` (see
+def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64, summary=None):
+    """Write ``samples.png``, ``reconstructions.png``, for data with known factors (a
+    ``summary`` with ``"disentanglement"``) ``mutual_information.png`` and
+    ``factor_traversals.png`` (see :func:`~pyro_vae.factor_eval.write_factor_figures`), for
+    a VQ-VAE ``codebook.png`` (see
     :func:`~pyro_vae.plots.plot_code_usage`), for a categorical code
     ``traversal.png`` (see :func:`~pyro_vae.plots.plot_code_traversal`), for a hierarchical
     VAE ``layers.png``
@@ -125,6 +129,8 @@ def write_figures(vae, test, image_shape, run_dir, metrics=None, seed=0, n=64):
         plots.save_figure(axes[0], run_dir / "layers.png")
     if metrics:
         plots.save_figure(plots.plot_curves(metrics), run_dir / "curves.png")
+    if summary and "disentanglement" in summary:
+        write_factor_figures(vae, summary["disentanglement"], originals[0], image_shape, run_dir)
 
 
 
@@ -306,7 +312,8 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, w
     usage = {}
     if hasattr(vae.posterior, "code_usage"):  # a vector-quantized code
         usage = {"codebook": vae.posterior.code_usage(infer.to_device(test, device))}
-    return {**result.summary(), **latents.summary(), **described, **usage}, result
+    factors = factor_metrics_for(vae, config, seed)  # data with known factors: MIG, DCI
+    return {**result.summary(), **latents.summary(), **described, **usage, **factors}, result
 
 
 def results_path(run_dir, k, seed):

@@ -37,6 +37,11 @@ def evaluation_rows(summary):
         rows.append((f"active units {site}", f"{n} of {summary['latent_dims'][site]}"))
     for site, kl in summary.get("kl", {}).items():
         rows.append((f"KL(q||p) {site}", f"{fmt(kl)}"))
+    if "mig" in summary:  # data with known factors
+        rows.append(("MIG", fmt(summary["mig"])))
+        rows.append(("DCI disentanglement / completeness / informativeness",
+                     " / ".join(fmt(summary["dci"][key]) for key in
+                                ("disentanglement", "completeness", "informativeness"))))
     return rows
 
 
