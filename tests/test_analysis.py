@@ -345,3 +345,40 @@ def test_discrete_vaes_smoke(tmp_path, capsys):
     assert (tmp_path / "fig" / "discrete_vaes_traversal_discrete.png").exists()
     assert json.loads((tmp_path / "t.json").read_text())["baseline"] == "vae"
     assert "| vqvae | vqvae |" in capsys.readouterr().out
+
+
+def _fake_shapes_eval(folder, mig, disentanglement, elbo):
+    folder.mkdir(parents=True)
+    (folder / "eval.json").write_text(json.dumps({
+        "mig": mig, "dci": {"disentanglement": disentanglement, "completeness": 0.5,
+                            "informativeness": 0.9},
+        "test_elbo": elbo, "test_log_likelihood": elbo + 2, "kl": {"z": 10.0},
+        "active_units": {"z": 4}}))
+
+
+def test_disentanglement_table_pairs_seeds_against_the_baseline(tmp_path, capsys):
+    """The table's spread across seeds and the differences paired by seed, exactly."""
+    for seed, (mig_a, mig_b) in enumerate(((0.1, 0.3), (0.2, 0.5))):
+        _fake_shapes_eval(tmp_path / f"vae-s{seed}", mig_a, 0.2, -80.0 - seed)
+        _fake_shapes_eval(tmp_path / f"beta_vae-s{seed}", mig_b, 0.4, -90.0 - 2 * seed)
+    (tmp_path / "notes").mkdir()  # folders not named NAME-sSEED are ignored
+    rows = {r["objective"]: r for r in load_script("disentanglement").main(
+        ["--runs", str(tmp_path), "--baseline", "vae"])}
+    assert rows["vae"]["mig"]["mean"] == pytest.approx(0.15)
+    assert rows["beta_vae"]["mig"]["max"] == pytest.approx(0.5)
+    assert rows["beta_vae"]["mig_vs_vae"]["mean"] == pytest.approx(0.25)  # (0.2 + 0.3) / 2
+    assert rows["beta_vae"]["test_elbo_vs_vae"]["mean"] == pytest.approx(-10.5)
+    assert "paired by seed against vae" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_disentanglement_figures_smoke(tmp_path):
+    runs = tmp_path / "runs"
+    assert cli.main(["train", "beta_vae", "--epochs", "1", "--quiet", "--device", "cpu",
+                     "--set", "model.hidden=[16]", "--set", "eval.k=2",
+                     "--out", str(runs / "beta_vae-s0")]) == 0
+    load_script("disentanglement").main(["--runs", str(runs), "--figure-dir",
+                                         str(tmp_path / "fig"), "--json", str(tmp_path / "t.json")])
+    for name in ("disentanglement", "traversals", "mutual_information"):
+        assert (tmp_path / "fig" / f"shapes_{name}.png").exists()
+    assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["objective"] == "beta_vae"
