@@ -27,7 +27,7 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
     cached = load_result(run, config.eval.k, config.eval.seed) if reuse else None
     if cached is not None and cached.fingerprint == tensor_fingerprint(test):
         return None, cached, state, proposal
-    summary, result = evaluate_run(vae, test, config, device,
+    summary, result = evaluate_run(vae, test, config, device, factor_metrics=not reuse,
                                    progress=not args.quiet and world.is_main, world=world)
     if world.is_main:
         save_result(run, result)

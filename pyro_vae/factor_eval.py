@@ -7,6 +7,8 @@ A run evaluates these when its data set knows its factors (``data.name = "shapes
 :mod:`pyro_vae.shapes`) and its model has one continuous latent layer.
 """
 
+import dataclasses
+
 import torch
 
 from .disentanglement import disentanglement_metrics
@@ -38,10 +40,12 @@ def factor_sample(data, max_points=MAX_POINTS, seed=0):
 
 def supports_factor_metrics(vae):
     """True for a model whose codes the metrics can read: one continuous latent layer
-    (not a hierarchy, not categorical or vector-quantized codes)."""
+    (not a hierarchy, not categorical or vector-quantized codes) of an unconditional model
+    (a conditional or M2 model's code is read given a label, which is itself a factor)."""
     return getattr(vae, "num_layers", 1) == 1 and \
         not getattr(vae.posterior, "categorical", False) and \
-        not hasattr(vae.posterior, "code_usage")
+        not hasattr(vae.posterior, "code_usage") and \
+        not getattr(vae, "conditional", False) and not getattr(vae, "semi_supervised", False)
 
 
 def guide_means(vae, images, batch_size=500):
@@ -72,7 +76,10 @@ def evaluate_factors(vae, images, factors, factor_names, seed=0):
     details = {key: value for key, value in metrics.items() if key not in ("mig", "dci")}
     details["activity"] = activity.tolist()
     details["active_dims"] = (activity > ACTIVITY_THRESHOLD).nonzero().flatten().tolist()
-    details["settings"]["split"] = "train"
+    details["settings"].update(
+        split="train", sample="torch.randperm with the evaluation seed, at most "
+                            f"{MAX_POINTS} training images",
+        informativeness="mean test accuracy of the per-factor classifiers")
     return {"mig": metrics["mig"], "dci": metrics["dci"], "disentanglement": details}
 
 
@@ -102,6 +109,11 @@ def factor_metrics_for(vae, config, seed=0):
     if config.data.name not in FACTOR_DATASETS or not supports_factor_metrics(vae):
         return {}
     data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
+    if config.data.classes:  # the classes the model was trained on (data.classes)
+        keep = torch.isin(data.train_labels, torch.tensor(list(config.data.classes)))
+        data = dataclasses.replace(data, train=data.train[keep],
+                                   train_labels=data.train_labels[keep],
+                                   train_factors=data.train_factors[keep])
     images, factors = factor_sample(data, seed=seed)
     return evaluate_factors(vae, images, factors, data.factor_names, seed=seed)
 

@@ -9,6 +9,10 @@ from .errors import ConfigError
 FACTORIZED_GUIDES = ("diagonal_normal",)
 FACTORIZED_PRIORS = ("standard_normal",)
 
+#: The largest batch the beta-TC-VAE takes: its (B, B, D) matrix of log q(z_id | x_j) at
+#: B = 2048 and D = 64 is 1 GB in float32, before autograd keeps it.
+MAX_TC_BATCH = 2048
+
 
 def check_disentangling(cfg, where):
     """Refuse settings a disentangling objective cannot honour.
@@ -16,8 +20,9 @@ def check_disentangling(cfg, where):
     - ``capacity``: positive ``train.capacity`` (C_max, nats) and ``capacity_weight``
       (gamma), ``capacity_epochs`` at least 0; ``train.beta = 1`` and no warm-up (the
       capacity schedule is what replaces them).
-    - ``beta_tcvae``: ``train.tc_weight`` at least 0, one particle, one latent layer, a
-      diagonal Gaussian guide and a standard normal prior.
+    - ``beta_tcvae``: ``train.tc_weight`` at least 0, ``train.beta = 1`` (the weights are
+      the objective's own), a batch of at most :data:`MAX_TC_BATCH`, one particle, one
+      latent layer, a diagonal Gaussian guide and a standard normal prior.
 
     :param cfg: a :class:`pyro_vae.config.Config`.
     :param str where: the recipe's name, for the message.
@@ -37,6 +42,14 @@ def check_disentangling(cfg, where):
     if t.objective == "beta_tcvae":
         if t.tc_weight < 0:
             raise ConfigError(f"{where}: train.tc_weight must be at least 0, got {t.tc_weight}")
+        if t.beta != 1:
+            raise ConfigError(f"{where}: objective 'beta_tcvae' weighs the total correlation by "
+                              f"train.tc_weight; train.beta = {t.beta} would scale all three "
+                              "KL terms as well. Leave train.beta = 1 and set tc_weight")
+        if t.batch_size > MAX_TC_BATCH:
+            raise ConfigError(f"{where}: objective 'beta_tcvae' compares every image of a batch "
+                              f"with every other (memory grows as batch_size^2 x latent size); "
+                              f"train.batch_size = {t.batch_size} is above {MAX_TC_BATCH}")
         if t.num_particles != 1:
             raise ConfigError(f"{where}: objective 'beta_tcvae' draws one z per image (its "
                               "estimator of q(z) uses the batch's other images); set "

@@ -119,9 +119,9 @@ class Run:
                                   **objective_options(t, len(batches)),
                                   discriminator=getattr(self.vae, "discriminator", None),
                                   dataset_size=self.data.train.shape[0])
-            if cfg.model.discriminator and world.size > 1:
-                raise ConfigError("adversarial objectives train in one process; run them "
-                                  "without torchrun")
+            if (cfg.model.discriminator or t.objective == "beta_tcvae") and world.size > 1:
+                raise ConfigError(f"objective {t.objective!r} trains in one process (its terms "
+                                  "span the whole batch); run it without torchrun")
         self.trainer = Trainer(self.vae, batches, lr=t.lr, loss=loss, beta=t.beta,
                                warmup_steps=round(t.warmup_epochs * len(batches)),
                                lr_schedule=t.lr_schedule, lr_decay=t.lr_decay,

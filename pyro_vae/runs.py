@@ -275,13 +275,16 @@ def best_state(run_dir, state, map_location="cpu"):
                              f"{found}") + "; the best weights are lost (the last epoch is in checkpoint.pt)")
 
 
-def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, world=None):
+def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, world=None,
+                 factor_metrics=True):
     """Evaluate a trained VAE on its test set: log-likelihood, ELBO, diagnostics, latents.
 
     :param vae: the model (on ``device``).
     :param torch.Tensor test: the test set as the model sees it (binarized), ``(N, D)``.
     :param Config config: the run's recipe; its ``[eval]`` table sets chunk sizes, and
         ``k`` and ``seed`` unless given here.
+    :param bool factor_metrics: on data with known factors, add the disentanglement
+        metrics (:func:`~pyro_vae.factor_eval.factor_metrics_for`; about 15 s).
     :returns: ``(summary, result)``: a JSON-safe dict for ``eval.json`` (see
         :meth:`~pyro_vae.infer.LogLikelihoodResult.summary` and
         :meth:`~pyro_vae.infer.LatentReport.summary`) and the
@@ -312,7 +315,7 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, w
     usage = {}
     if hasattr(vae.posterior, "code_usage"):  # a vector-quantized code
         usage = {"codebook": vae.posterior.code_usage(infer.to_device(test, device))}
-    factors = factor_metrics_for(vae, config, seed)  # data with known factors: MIG, DCI
+    factors = factor_metrics_for(vae, config, seed) if factor_metrics else {}
     return {**result.summary(), **latents.summary(), **described, **usage, **factors}, result
 
 

@@ -53,6 +53,18 @@ def test_metrics_are_computed_only_for_one_continuous_latent_layer():
     assert not supports_factor_metrics(build_vae(
         ModelConfig(latent_dim=12, hidden=[8], guide="categorical", prior="categorical",
                     guide_options={"num_classes": 4}), (64,)))
+    assert not supports_factor_metrics(build_vae(
+        ModelConfig(latent_dim=3, hidden=[8], conditional=True, num_classes=3), (64,)))
+
+
+def test_a_conditional_model_on_shapes_trains_and_evaluates_without_factor_metrics(tmp_path):
+    """Its code is read given the shape label, so the metrics are left out, not crashed on."""
+    out = tmp_path / "cvae"
+    assert cli.main(["train", "cvae", "--data", "shapes", "--epochs", "0", "--quiet",
+                     "--device", "cpu", "--set", "eval.k=2", "--set", "model.hidden=[8]",
+                     "--set", "data.binarization=\"none\"", "--out", str(out)]) == 0
+    summary = json.loads((out / "eval.json").read_text())
+    assert "mig" not in summary and "test_log_likelihood" in summary
 
 
 def test_dimension_labels_name_the_most_informative_factor():
