@@ -17,8 +17,10 @@ from pyro_vae.infer.disentangling import BetaTCELBO, CapacityELBO
 from pyro_vae.infer.registry import make_objective
 
 
-def gaussian_pair(scale=0.5, data_plate="data"):
-    """Model: z ~ N(0, I), x ~ N(z, I); guide: q(z | x) = N(x, scale^2 I)."""
+def gaussian_pair(scale=0.5, data_plate="data", guide_dist=None):
+    """Model: z ~ N(0, I), x ~ N(z, I); guide: q(z | x) = N(x, scale^2 I), or
+    ``guide_dist(x)``."""
+    guide_dist = guide_dist or (lambda x: dist.Normal(x, scale).to_event(1))
 
     def model(x):
         with pyro.plate(data_plate, x.shape[0]):
@@ -27,7 +29,7 @@ def gaussian_pair(scale=0.5, data_plate="data"):
 
     def guide(x):
         with pyro.plate(data_plate, x.shape[0]):
-            pyro.sample("z", dist.Normal(x, scale).to_event(1))
+            pyro.sample("z", guide_dist(x))
 
     return model, guide
 
@@ -66,15 +68,7 @@ def test_terms_match_a_brute_force_sum_over_the_batch():
     over the batch (the estimator's 1/M average), against the vectorized terms."""
     x = torch.randn(6, 3)
     scales = torch.rand(6, 3) + 0.3
-
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
-
-    def guide(x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(2 * x, scales).to_event(1))
+    model, guide = gaussian_pair(guide_dist=lambda x: dist.Normal(2 * x, scales).to_event(1))
 
     pyro.set_rng_seed(4)
     terms = BetaTCELBO(dataset_size=100).decomposition(model, guide, x)
@@ -112,14 +106,8 @@ def test_total_correlation_of_a_correlated_gaussian_aggregate_posterior():
 
 
 def test_objective_refuses_guides_that_do_not_factorize():
-    def model(x):
-        with pyro.plate("data", x.shape[0]):
-            z = pyro.sample("z", dist.Normal(torch.zeros_like(x), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z, 1.0).to_event(1), obs=x)
-
-    def guide(x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.MultivariateNormal(x, torch.eye(x.shape[1])))
+    model, guide = gaussian_pair(
+        guide_dist=lambda x: dist.MultivariateNormal(x, torch.eye(x.shape[1])))
 
     with pytest.raises(ValueError, match="factorize"):
         BetaTCELBO(dataset_size=10).differentiable_loss(model, guide, torch.randn(4, 2))
@@ -153,11 +141,7 @@ def test_capacity_objective_follows_its_schedule_and_its_formula():
 def test_capacity_gradient_pulls_the_kl_towards_the_capacity():
     """Below the capacity the term pushes the KL up: the guide's scale gradient says so."""
     scale = torch.tensor(0.5, requires_grad=True)
-    model, _ = gaussian_pair()
-
-    def guide(x):
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(x, scale).to_event(1))
+    model, guide = gaussian_pair(guide_dist=lambda x: dist.Normal(x, scale).to_event(1))
 
     x = torch.zeros(50, 2)
     for capacity, sign in ((50.0, 1), (1e-3, -1)):  # far above / below the KL
