@@ -121,7 +121,7 @@ def write_figures(found, out):
     data = load_dataset("shapes")
     image = data.test[0]
     heights = [max(1, len(e["disentanglement"]["active_dims"])) for _, e in chosen.values()]
-    fig, axes = plt.subplots(len(chosen), 1, figsize=(7, 0.75 * sum(heights) + 1.2 * len(chosen)),
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(7, 0.62 * sum(heights) + 0.5 * len(chosen)),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     for ax, (name, (folder, summary)) in zip(axes[:, 0], chosen.items()):
         details = summary["disentanglement"]

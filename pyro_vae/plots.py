@@ -363,7 +363,7 @@ def plot_mutual_information(matrix, factor_names, ax=None, title=None):
     d, f = matrix.shape
     ax = new_axes(ax, (1.2 * f + 2, 0.35 * d + 1.5))
     image = ax.imshow(matrix, cmap="viridis", vmin=0, aspect="auto")
-    ax.set_xticks(range(f), list(factor_names))
+    ax.set_xticks(range(f), list(factor_names), rotation=30, ha="right")
     ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
     for i in range(d):
         for j in range(f):
