@@ -12,7 +12,7 @@ Figures (``--figure-dir``): ``shapes_disentanglement.png``, MIG and DCI disentan
 against the test ELBO, one point per run; ``shapes_traversals.png``, for each objective its
 run with the median MIG, one traversal row per active dimension labelled with the factor it
 carries most; ``shapes_mutual_information.png``, the latent-by-factor mutual information of
-the same runs.
+the same runs, on one colour scale.
 
 Usage::
 
@@ -134,10 +134,11 @@ def write_figures(found, out):
     plots.save_figure(axes[0, 0], out / "shapes_traversals.png")
 
     fig, axes = plt.subplots(1, len(chosen), figsize=(4.2 * len(chosen), 4.2), squeeze=False)
+    top = max(max(map(max, e["disentanglement"]["mutual_information"])) for _, e in chosen.values())
     for ax, (name, (folder, summary)) in zip(axes[0], chosen.items()):
         details = summary["disentanglement"]
         plots.plot_mutual_information(details["mutual_information"], details["factor_names"],
-                                      ax=ax, title=f"{name} ({folder.name})")
+                                      ax=ax, title=f"{name} ({folder.name})", vmax=top)
     fig.tight_layout()
     plots.save_figure(axes[0, 0], out / "shapes_mutual_information.png")
 

@@ -344,13 +344,15 @@ def save_figure(ax, path, dpi=120):
     return path
 
 
-def plot_mutual_information(matrix, factor_names, ax=None, title=None):
+def plot_mutual_information(matrix, factor_names, ax=None, title=None, vmax=None):
     """Heat map of the mutual information between each latent dimension (rows) and each
     known factor (columns), nats, with the values written in the cells (see
     :func:`pyro_vae.disentanglement.mutual_information_matrix`).
 
     :param matrix: ``(D, F)`` nats.
     :param factor_names: the F factors' names.
+    :param float vmax: the top of the colour scale (default: the matrix's largest value);
+        give several panels the same one to compare them.
     :returns: the axes.
     :raises ValueError: if the matrix is not ``(D, F)`` for the F names given.
     """
@@ -362,13 +364,14 @@ def plot_mutual_information(matrix, factor_names, ax=None, title=None):
                          f"{list(factor_names)}, got shape {matrix.shape}")
     d, f = matrix.shape
     ax = new_axes(ax, (1.2 * f + 2, 0.35 * d + 1.5))
-    image = ax.imshow(matrix, cmap="viridis", vmin=0, aspect="auto")
+    vmax = float(matrix.max()) if vmax is None else float(vmax)
+    image = ax.imshow(matrix, cmap="viridis", vmin=0, vmax=vmax, aspect="auto")
     ax.set_xticks(range(f), list(factor_names), rotation=30, ha="right")
     ax.set_yticks(range(d), [f"z{i}" for i in range(d)])
     for i in range(d):
         for j in range(f):
             ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if matrix[i, j] < 0.6 * max(matrix.max(), 1e-12) else "black")
+                    color="white" if matrix[i, j] < 0.6 * max(vmax, 1e-12) else "black")
     ax.figure.colorbar(image, ax=ax, label="mutual information (nats)")
     ax.set_title(title or "latent dimension x factor")
     return ax

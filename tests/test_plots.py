@@ -149,3 +149,16 @@ def test_image_grid_row_labels_sit_on_their_rows():
     with pytest.raises(ValueError, match="3 row labels for a grid of 2 rows"):
         plots.plot_images(torch.rand(6, 64), (1, 8, 8), nrow=3, row_labels=["a", "b", "c"])
     plt.close("all")
+
+
+def test_mutual_information_heat_map_labels_and_scale():
+    matrix = [[0.1, 2.0], [0.5, 0.0], [0.0, 0.3]]
+    ax = plots.plot_mutual_information(matrix, ["x", "y"], vmax=3.0)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["x", "y"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["z0", "z1", "z2"]
+    assert ax.images[0].get_clim() == (0.0, 3.0)
+    assert len(ax.texts) == 6 and ax.texts[1].get_text() == "2.00"
+    assert plots.plot_mutual_information(matrix, ["x", "y"]).images[0].get_clim()[1] == 2.0
+    with pytest.raises(ValueError, match=r"expected a \(D, 3\) matrix"):
+        plots.plot_mutual_information(matrix, ["x", "y", "z"])
+    plt.close("all")
