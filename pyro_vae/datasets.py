@@ -201,8 +201,8 @@ def data_fingerprint(data):
 
 
 def keep_classes(data, classes):
-    """``data`` with its training and validation splits restricted to ``classes`` (the
-    test split and its labels unchanged).
+    """``data`` with its training and validation splits (and their known factors, if any)
+    restricted to ``classes`` (the test split and its labels unchanged).
 
     :param classes: class labels to keep; empty keeps everything.
     :raises DataError: if the data set has no labels, or a split would be left empty.
@@ -221,10 +221,14 @@ def keep_classes(data, classes):
         if not keep.any():
             raise DataError(f"{data.name}: no {split} image has a label in {wanted.tolist()}; "
                             f"labels present: {labels.unique().tolist()}")
-        splits[split] = (getattr(data, split)[keep], labels[keep])
+        factors = getattr(data, f"{split}_factors")
+        splits[split] = (getattr(data, split)[keep], labels[keep],
+                         None if factors is None else factors[keep])
     return dataclasses.replace(data, train=splits["train"][0], train_labels=splits["train"][1],
+                               train_factors=splits["train"][2],
                                validation=splits["validation"][0],
-                               validation_labels=splits["validation"][1])
+                               validation_labels=splits["validation"][1],
+                               validation_factors=splits["validation"][2])
 
 
 def labelled_subset(labels, num_labelled, seed):

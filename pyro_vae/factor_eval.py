@@ -7,8 +7,6 @@ A run evaluates these when its data set knows its factors (``data.name = "shapes
 :mod:`pyro_vae.shapes`) and its model has one continuous latent layer.
 """
 
-import dataclasses
-
 import torch
 
 from .disentanglement import disentanglement_metrics
@@ -104,16 +102,12 @@ def factor_metrics_for(vae, config, seed=0):
     :param config: the run's :class:`~pyro_vae.config.Config` (its data settings).
     :returns: see :func:`evaluate_factors`.
     """
-    from .datasets import FACTOR_DATASETS, load_dataset
+    from .datasets import FACTOR_DATASETS, keep_classes, load_dataset
 
     if config.data.name not in FACTOR_DATASETS or not supports_factor_metrics(vae):
         return {}
-    data = load_dataset(config.data.name, config.data.data_dir, config.data.download)
-    if config.data.classes:  # the classes the model was trained on (data.classes)
-        keep = torch.isin(data.train_labels, torch.tensor(list(config.data.classes)))
-        data = dataclasses.replace(data, train=data.train[keep],
-                                   train_labels=data.train_labels[keep],
-                                   train_factors=data.train_factors[keep])
+    data = keep_classes(load_dataset(config.data.name, config.data.data_dir,
+                                     config.data.download), config.data.classes)
     images, factors = factor_sample(data, seed=seed)
     return evaluate_factors(vae, images, factors, data.factor_names, seed=seed)
 

@@ -290,3 +290,14 @@ def test_keep_classes_filters_training_only():
     unlabelled = keep_classes.__globals__["dataclasses"].replace(data, train_labels=None)
     with pytest.raises(DataError, match="has no labels"):
         keep_classes(unlabelled, [1])
+
+
+def test_keep_classes_keeps_each_image_with_its_factors():
+    from pyro_vae.datasets import keep_classes, load_dataset
+
+    data = load_dataset("shapes")
+    kept = keep_classes(data, [2])  # hearts only
+    assert (kept.train_labels == 2).all() and (kept.train_factors[:, 0] == 2).all()
+    assert kept.train_factors.shape[0] == kept.train.shape[0]
+    assert kept.validation_factors.shape[0] == kept.validation.shape[0]
+    assert torch.equal(kept.test_factors, data.test_factors)
