@@ -10,13 +10,10 @@ A run evaluates these when its data set knows its factors (``data.name = "shapes
 import torch
 
 from .disentanglement import disentanglement_metrics
+from .infer import ACTIVE_UNIT_THRESHOLD
 
 #: Training images the metrics are computed on (a seeded subset; the metrics' usual size).
 MAX_POINTS = 10_000
-
-#: A code dimension is active when the variance of its guide mean across images exceeds
-#: this (Burda et al. 2016, arXiv:1509.00519), as :func:`pyro_vae.infer.latent_report`.
-ACTIVITY_THRESHOLD = 0.01
 
 
 def factor_sample(data, max_points=MAX_POINTS, seed=0):
@@ -73,7 +70,7 @@ def evaluate_factors(vae, images, factors, factor_names, seed=0):
     activity = codes.var(0)
     details = {key: value for key, value in metrics.items() if key not in ("mig", "dci")}
     details["activity"] = activity.tolist()
-    details["active_dims"] = (activity > ACTIVITY_THRESHOLD).nonzero().flatten().tolist()
+    details["active_dims"] = (activity > ACTIVE_UNIT_THRESHOLD).nonzero().flatten().tolist()
     details["settings"].update(
         split="train", sample="torch.randperm with the evaluation seed, at most "
                             f"{MAX_POINTS} training images",

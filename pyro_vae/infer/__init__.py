@@ -41,7 +41,7 @@ from .diagnostics import (FLAT_WEIGHTS_NATS, MIN_PARTICLES_KHAT, MIN_TAIL_DISTIN
 from .elbo import elbo, elbo_terms
 from .gaps import LOG_LIKELIHOOD_METHODS, GapsResult, inference_gaps
 from .importance import LogLikelihoodResult, default_k_sweep, log_likelihood
-from .latents import LatentReport, latent_report
+from .latents import ACTIVE_UNIT_THRESHOLD, LatentReport, latent_report
 from .adversarial import (AdversarialAutoencoderObjective, AdversarialObjective,
                           VAEGANObjective)
 from .discrete_objectives import ConcreteELBO, EnumerationELBO, ScoreFunctionELBO, VQObjective
@@ -66,7 +66,7 @@ __all__ = [
     "ParticleBroadcastError", "ScaleLatents", "SemiSupervisedELBO",
     "batch_args", "batch_size_of", "check_data", "compare", "data_fingerprint", "data_nesting",
     "data_plate_dim", "datapoint_sum", "default_k_sweep", "device_of", "elbo", "elbo_terms",
-    "factorized_base", "flat_weights", "is_sample", "latent_order", "latent_report",
+    "factorized_base", "flat_weights", "is_sample", "latent_order", "latent_report", "ACTIVE_UNIT_THRESHOLD",
     "log_likelihood", "log_weight_parts", "log_weights", "make_objective", "map_chunks",
     "pair_traces", "plate_nesting", "pareto_khat", "particle_traces", "per_datapoint", "rows",
     "seeded", "standard_error", "tail_length", "tied_tail", "to_device", "with_kwargs",

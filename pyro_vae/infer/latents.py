@@ -9,6 +9,10 @@ from .chunks import batch_size_of, check_data, device_of, rows, seeded, to_devic
 from .traces import (data_nesting, data_plate_dim, datapoint_sum, factorized_base, is_sample,
                      latent_order, pair_traces, particle_traces, with_kwargs)
 
+#: A latent dimension is active when ``Cov_x(E_q[z_d | x])`` exceeds this (Burda et al.
+#: 2016, arXiv:1509.00519).
+ACTIVE_UNIT_THRESHOLD = 0.01
+
 
 @dataclass
 class LatentReport:
@@ -20,7 +24,7 @@ class LatentReport:
         nats (the sum of ``kl_per_dim`` where that exists).
     :ivar dict activity: site -> ``(D,)`` ``Cov_x(E_q[z_d | x])``.
     :ivar dict active_units: site -> number of dims with activity above ``threshold``.
-    :ivar float threshold: 0.01 (Burda et al. 2016, arXiv:1509.00519).
+    :ivar float threshold: :data:`ACTIVE_UNIT_THRESHOLD` unless asked otherwise.
     :ivar dict kl_per_dim_reason: site -> why its ``kl_per_dim`` is ``None`` (e.g. "the
         guide's distribution at site 'z' is not factorized over dimensions ..."), for
         those sites only.
@@ -115,7 +119,7 @@ def _site_stats(model_trace, guide_trace, data_plate, nesting):
 
 
 def latent_report(model, guide, data, num_samples=10, batch_size=500, seed=0, device=None,
-                  threshold=0.01, data_plate="data", vectorize_particles=True,
+                  threshold=ACTIVE_UNIT_THRESHOLD, data_plate="data", vectorize_particles=True,
                   model_kwargs=None, guide_kwargs=None):
     """KL per latent dimension and active units, for every latent site, from traces.
 
