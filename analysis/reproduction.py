@@ -55,11 +55,14 @@ def summarize(row, folder):
         raise SystemExit(f"{folder} is a run of recipe {recipe!r}, not of the row's {row!r}")
     checkpoint = Path(folder) / "checkpoint.pt"
     state = load_checkpoint(checkpoint if checkpoint.is_file() else Path(folder) / "best.pt")
+    # a packed folder's best.pt records the whole training's wall time; one packed before
+    # that was recorded gives the time up to the evaluated epoch
+    seconds = (state.get("packed_from") or {}).get("training_seconds", state.get("elapsed", 0.0))
     return {"row": row, "folder": str(folder), "nll": -evaluation["test_log_likelihood"],
             "se": evaluation["test_log_likelihood_se"], "k": evaluation["k"],
             "epochs": metrics[-1]["epoch"], "best_epoch": evaluation.get("evaluated_epoch"),
             "stopped": STOPPED.get(evaluation.get("stopped"), evaluation.get("stopped")),
-            "minutes": float(state.get("elapsed", 0.0)) / 60,
+            "minutes": float(seconds) / 60,
             "khat": evaluation.get("khat_above_0.7")}
 
 

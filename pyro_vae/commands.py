@@ -65,11 +65,19 @@ def cmd_evaluate(args):
 
 
 def _write_evaluation(run, summary, state, update_eval_json):
-    """Merge an evaluation into ``run/eval.json`` and print its table."""
-    summary["epochs"] = int(state["epoch"])
+    """Merge an evaluation into ``run/eval.json`` and print its table: the epoch of the
+    weights evaluated (``evaluated_epoch``), the epochs trained (``epochs``, from
+    ``metrics.jsonl``) and the evaluated epoch's validation ELBO."""
+    from .runs import read_metrics, validation_elbos
+
+    metrics = read_metrics(run)
+    summary["evaluated_epoch"] = int(state["epoch"])
+    if metrics:
+        summary["epochs"] = int(metrics[-1]["epoch"])
+    summary.update(validation_elbos(metrics, summary["evaluated_epoch"]))
     update_eval_json(run, summary)
-    print(f"{run}: {summary['num_test']} test images, epoch {summary['epochs']}; "
-          "values in nats per image")
+    print(f"{run}: {summary['num_test']} test images, weights of epoch "
+          f"{summary['evaluated_epoch']}; values in nats per image")
     print_table(["estimate"], [evaluation_rows(summary)])
     print(f"written to {Path(run) / 'eval.json'}")
     return 0

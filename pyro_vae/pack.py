@@ -4,7 +4,9 @@ A packed folder holds what a reader needs to check a published number and nothin
 only training needs: ``config.json``, ``metrics.jsonl``, ``eval.json`` (the run's test
 estimate), the figures, and ``best.pt``, the weights the evaluation used (the best
 validation epoch with early stopping, else the last one) without the optimizer state or
-the RNG states (a third of a checkpoint's size with Adam). It is a run folder of its own
+the RNG states (a third of a checkpoint's size with Adam); its ``packed_from`` records the
+run's id, the evaluated epoch, the epochs trained and the training's wall time in seconds
+(``training_seconds``, the last checkpoint's ``elapsed``). It is a run folder of its own
 (marked, with the command ``pack``): ``pyro-vae evaluate`` and ``pyro-vae sample`` read it
 as they read the run; it cannot be resumed (nothing to resume from), and says so.
 Per-image estimate files (``loglik-k*-seed*.pt``) are left out: ``evaluate`` rewrites
@@ -53,6 +55,7 @@ def pack_run(run_dir, out):
             raise RunFolderError(f"{run_dir} has no test estimate (eval.json); run "
                                  f"`pyro-vae evaluate {run_dir}` first")
         state = load_checkpoint(run_dir, map_location="cpu")
+        trained = {"epochs": int(state["epoch"]), "training_seconds": float(state.get("elapsed", 0.0))}
         epoch = evaluation.get("evaluated_epoch", state["epoch"])
         if int(epoch) != int(state["epoch"]):
             best = best_state(run_dir, state)
@@ -63,7 +66,7 @@ def pack_run(run_dir, out):
         packed = {key: state[key] for key in KEPT if key in state}
         packed["best"] = dict(state.get("best") or {}, epoch=int(state["epoch"]))
         packed["packed_from"] = {"run_id": (read_marker(run_dir) or {}).get("run_id"),
-                                 "epoch": int(state["epoch"])}
+                                 "epoch": int(state["epoch"]), **trained}
         out_lock = create_run_folder(out, command=PACK_COMMAND)
         try:
             for name in COPIED:

@@ -33,8 +33,8 @@ from .infer.registry import make_objective, objective_options
 from .monitor import Monitor
 from .registries import build_vae, check_model_size, check_step_memory
 from .runs import (best_state, check_data_source, check_recorded_config, evaluate_run,
-                   load_weights, read_metrics, save_result, update_eval_json, write_figures,
-                   write_json)
+                   load_weights, read_metrics, save_result, update_eval_json, validation_elbos,
+                   write_figures, write_json)
 from .signals import sigint_requests_stop
 from .trainer import Trainer, compile_networks, diverging, eager, seed_everything
 
@@ -365,8 +365,7 @@ class Run:
                        evaluated_epoch=evaluated_epoch, stopped=self.stop_reason,
                        best_epoch=self.best["epoch"], diverging=self.diverging)
         metrics = read_metrics(self.run_dir)
-        if metrics:
-            summary["validation_elbo"] = metrics[-1]["validation_elbo"]
+        summary.update(validation_elbos(metrics, evaluated_epoch))
         update_eval_json(self.run_dir, summary)
         with eager():
             write_figures(self.vae, self.test, self.data.image_shape, self.run_dir, metrics,

@@ -53,6 +53,26 @@ def read_metrics(run_dir):
     return records
 
 
+def validation_elbos(metrics, evaluated_epoch):
+    """The validation ELBOs ``eval.json`` records beside a test estimate.
+
+    :param metrics: the records of ``metrics.jsonl`` (:func:`read_metrics`).
+    :param evaluated_epoch: the epoch whose weights were evaluated (the best validation
+        epoch's under early stopping, else the last).
+    :returns: ``{"validation_elbo": ..., "final_validation_elbo": ...}`` in nats per image:
+        the evaluated epoch's and the last epoch's (either left out where ``metrics`` has no
+        such epoch).
+    """
+    found = {}
+    for record in metrics:
+        if record.get("validation_elbo") is None:
+            continue
+        if record.get("epoch") == evaluated_epoch:
+            found["validation_elbo"] = record["validation_elbo"]
+        found["final_validation_elbo"] = record["validation_elbo"]
+    return found
+
+
 def write_json(path, obj):
     """Write ``obj`` as indented JSON to ``path`` atomically.
 

@@ -87,7 +87,8 @@ def print_summary(summary):
     if summary.get("evaluated_epoch") not in (None, summary["epochs"]):
         print(f"evaluated:       the best validation epoch, {summary['evaluated_epoch']} (best.pt)")
     if "validation_elbo" in summary:
-        print(f"validation ELBO: {summary['validation_elbo']:.3f} nats")
+        epoch = summary.get("evaluated_epoch") or summary["epochs"]
+        print(f"validation ELBO: {summary['validation_elbo']:.3f} nats (epoch {epoch})")
     if "test_accuracy" in summary:
         print(f"classifier:      {100 * summary['test_accuracy']:.2f}% test accuracy of q(y|x) "
               f"({summary['num_labelled']} labelled training images)")

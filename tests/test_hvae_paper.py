@@ -2,6 +2,8 @@
 by side, top-down inference q(z2 | x) q(z1 | x, z2), p(z1 | z2) with a clipped log-variance
 and a likelihood reading both layers."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -50,6 +52,38 @@ def test_joined_inputs_broadcast_a_particle_dim_and_gate():
     assert torch.allclose(out[2, :, 4:], join.branches[1](z[2]))
     with pytest.raises(ConfigError, match="'gated' or 'mlp'"):
         JoinedInputs([5], 4, network="conv")
+
+
+def set_gated(layer, value, value_bias, gate, gate_bias):
+    set_linear(layer.value, value, value_bias)
+    set_linear(layer.gate, gate, gate_bias)
+
+
+def test_a_gated_layer_with_set_weights():
+    layer = GatedDense(2, 2)
+    # value [x1, 2 x2 + 1]; gate sigmoid([0, log 3]) = [1/2, 3/4]
+    set_gated(layer, [[1.0, 0.0], [0.0, 2.0]], [0.0, 1.0], [[0.0, 0.0], [0.0, 0.0]],
+              [0.0, math.log(3.0)])
+    out = layer(torch.tensor([[3.0, 4.0]]))
+    assert torch.allclose(out, torch.tensor([[1.5, 6.75]]), atol=1e-6)
+
+
+def test_a_gated_join_with_set_weights():
+    join = JoinedInputs([1, 1], 1, network="gated")
+    set_gated(join.branches[0], [[2.0]], [0.0], [[0.0]], [0.0])           # 2 a / 2
+    set_gated(join.branches[1], [[1.0]], [1.0], [[0.0]], [math.log(3.0)])  # (b + 1) 3/4
+    out = join(torch.tensor([[3.0]]), torch.tensor([[1.0]]))
+    assert torch.allclose(out, torch.tensor([[3.0, 1.5]]), atol=1e-6)
+
+
+def test_a_gated_conditional_with_set_weights():
+    cond = GaussianConditional(1, 1, hidden=[1], network="gated", log_var_range=[-6.0, 2.0])
+    gated, out = cond.net.net
+    set_gated(gated, [[1.0]], [0.0], [[0.0]], [0.0])    # h = z / 2
+    set_linear(out, [[2.0], [-100.0]], [1.0, 0.0])      # loc 2 h + 1, log-variance -100 h
+    p = cond(torch.tensor([[2.0]]))
+    assert torch.allclose(p.base_dist.loc, torch.tensor([[3.0]]))
+    assert torch.allclose(p.base_dist.scale, torch.exp(torch.tensor([[-3.0]])))  # clipped to -6
 
 
 def test_a_conditional_with_a_clipped_log_variance():

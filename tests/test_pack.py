@@ -29,12 +29,18 @@ def test_a_packed_folder_reproduces_the_runs_number(finished_run, tmp_path, caps
     assert "optimizer" not in packed and "rng" not in packed
     recorded = json.loads((finished_run / "eval.json").read_text())
     assert packed["epoch"] == recorded["evaluated_epoch"]
+    last = load_checkpoint(finished_run)
+    assert packed["packed_from"]["epochs"] == last["epoch"] == recorded["epochs"]
+    assert packed["packed_from"]["training_seconds"] == pytest.approx(last["elapsed"])
     assert (dest / "best.pt").stat().st_size < (finished_run / "checkpoint.pt").stat().st_size / 2
     # the same estimate from the packed weights (same k, seed, test images)
     assert cli.main(["evaluate", str(dest), "--k", "20", "--device", "cpu", "--quiet"]) == 0
     again = json.loads((dest / "eval.json").read_text())
     assert again["test_log_likelihood"] == pytest.approx(recorded["test_log_likelihood"],
                                                          abs=1e-9)
+    # the epochs trained and the evaluated epoch survive the re-evaluation
+    assert (again["epochs"], again["evaluated_epoch"]) == (recorded["epochs"],
+                                                          recorded["evaluated_epoch"])
     assert cli.main(["sample", str(dest), "-n", "4", "--device", "cpu"]) == 0
     assert (dest / "samples-4-seed0.png").exists()
     capsys.readouterr()

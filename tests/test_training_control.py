@@ -221,6 +221,8 @@ def test_early_stopping_keeps_and_evaluates_the_best_epoch(tmp_path, monkeypatch
     assert all(torch.equal(best["model"][k], snapshots[2][k]) for k in best["model"])
     summary = run.finish()
     assert summary["evaluated_epoch"] == 2 and summary["stopped"] == "early_stopping"
+    # the validation ELBO recorded beside the test estimate is the evaluated weights'
+    assert (summary["validation_elbo"], summary["final_validation_elbo"]) == (-40.0, -41.0)
     assert all(torch.equal(run.vae.state_dict()[k], snapshots[2][k]) for k in snapshots[2])
 
 
@@ -346,6 +348,11 @@ def test_evaluate_uses_the_best_epoch_of_an_early_stopped_run(tmp_path, monkeypa
         vae, _, state = load_run(out, "cpu", weights=weights)
         assert state["epoch"] == expected["epoch"]
         assert all(torch.equal(vae.state_dict()[k], expected["model"][k]) for k in expected["model"])
+    # pyro-vae evaluate records which weights it evaluated, and keeps the epochs trained
+    assert cli.main(["evaluate", str(out), "--k", "2", "--quiet"]) == 0
+    recorded = json.loads((out / "eval.json").read_text())
+    assert (recorded["evaluated_epoch"], recorded["epochs"]) == (1, 3)
+    assert (recorded["validation_elbo"], recorded["final_validation_elbo"]) == (-40.0, -60.0)
 
 
 def test_trainer_skips_the_param_store_and_svi_still_uses_it():
