@@ -95,5 +95,6 @@ def test_the_committed_pretrained_folders_load_and_match_the_published_mlp_vae(t
     assert vae.sample(4).shape == (4, 784)
     recorded = json.loads((copy / "eval.json").read_text())
     assert recorded["k"] == 5000 and recorded["num_test"] == 10000
+    assert recorded["evaluated_epoch"] == epoch <= recorded["epochs"]
     assert recorded["test_log_likelihood"] > -228.70
     assert (folder / "best.pt").stat().st_size < 15e6
