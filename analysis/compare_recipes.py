@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from pyro_vae import cli  # noqa: E402
 from pyro_vae.infer import compare  # noqa: E402
-from pyro_vae.runs import load_result, read_metrics  # noqa: E402
+from pyro_vae.estimate_files import load_result  # noqa: E402
+from pyro_vae.runs import read_metrics  # noqa: E402
 
 
 def run_recipe(recipe, args):

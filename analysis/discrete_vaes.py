@@ -41,7 +41,8 @@ from sklearn.neural_network import MLPClassifier  # noqa: E402
 
 from pyro_vae import infer, plots  # noqa: E402
 from pyro_vae.datasets import load_dataset  # noqa: E402
-from pyro_vae.runs import load_result, load_run, read_eval_json, read_metrics  # noqa: E402
+from pyro_vae.estimate_files import load_result  # noqa: E402
+from pyro_vae.runs import load_run, read_eval_json, read_metrics  # noqa: E402
 
 
 def frechet_distance(a, b):

@@ -33,7 +33,7 @@ def main(argv=None):
     import matplotlib.pyplot as plt
 
     from pyro_vae import plots
-    from pyro_vae.runs import load_result
+    from pyro_vae.estimate_files import load_result
 
     results, names = [], []
     for run in args.runs:

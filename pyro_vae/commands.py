@@ -20,7 +20,8 @@ def _evaluate_run(run, args, reuse=False, test_sets=None):
     result; ``proposal`` as in :func:`load_for_evaluation`.
     """
     from .infer import data_fingerprint as tensor_fingerprint
-    from .runs import evaluate_run, load_for_evaluation, load_result, save_result
+    from .estimate_files import load_result, save_result
+    from .runs import evaluate_run, load_for_evaluation
 
     world = getattr(args, "world", None) or SINGLE
     vae, config, state, test, device, proposal = load_for_evaluation(run, args, test_sets)

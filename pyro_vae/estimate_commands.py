@@ -90,7 +90,8 @@ def evaluate_ais(args):
     same images, where the run's saved IWAE estimates cover them) and saves the per-image
     estimates, or reports the saved ones of the same settings, images and weights. The
     caller holds the run's lock."""
-    from .runs import load_result, update_eval_json
+    from .estimate_files import load_result
+    from .runs import update_eval_json
 
     result, config, state, proposal = ais_result(args.run, args, reuse=True)
     summary = result.summary()

@@ -39,7 +39,8 @@ window.addEventListener('load', function () {
 
 
 def _load(run, k, seed):
-    from .runs import load_result, read_eval_json, read_metrics
+    from .estimate_files import load_result
+    from .runs import read_eval_json, read_metrics
 
     run = Path(run)
     eval_path = run / "eval.json"

@@ -32,8 +32,9 @@ from .infer.objectives import SemiSupervisedELBO
 from .infer.registry import make_objective, objective_options
 from .monitor import Monitor
 from .registries import build_vae, check_model_size, check_step_memory
+from .estimate_files import save_result
 from .runs import (best_state, check_data_source, check_recorded_config, evaluate_run,
-                   load_weights, read_metrics, save_result, update_eval_json, validation_elbos,
+                   load_weights, read_metrics, update_eval_json, validation_elbos,
                    write_figures, write_json)
 from .signals import sigint_requests_stop
 from .trainer import Trainer, compile_networks, diverging, eager, seed_everything

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import infer
-from .checkpoint import atomic_save, load_checkpoint, safe_load
+from .checkpoint import load_checkpoint
 from .config import RESUME_BUDGET_KEYS, Config
 from .registries import build_vae
 from .distributed import SINGLE, resolve_device
@@ -337,36 +337,6 @@ def evaluate_run(vae, test, config, device, k=None, seed=None, progress=False, w
         usage = {"codebook": vae.posterior.code_usage(infer.to_device(test, device))}
     factors = factor_metrics_for(vae, config, seed) if factor_metrics else {}
     return {**result.summary(), **latents.summary(), **described, **usage, **factors}, result
-
-
-def results_path(run_dir, k, seed):
-    """Where the per-datapoint estimates of one evaluation are kept."""
-    return Path(run_dir) / f"loglik-k{int(k)}-seed{int(seed)}.pt"
-
-
-#: Value of the ``"format"`` key of a saved log-likelihood result.
-RESULT_FORMAT = "pyro_vae.loglik"
-
-
-def save_result(run_dir, result):
-    """Save a :class:`~pyro_vae.infer.LogLikelihoodResult` (tensors only, atomically)."""
-    atomic_save({"format": RESULT_FORMAT, **result.state_dict()},
-                results_path(run_dir, result.num_particles, result.seed))
-
-
-def load_result(run_dir, k, seed):
-    """The saved estimates of ``k`` particles and ``seed``, or ``None`` if there are none
-    (or the file is unreadable: then it is recomputed)."""
-    path = results_path(run_dir, k, seed)
-    if not path.is_file():
-        return None
-    try:
-        state = safe_load(path)
-        if state.pop("format", None) != RESULT_FORMAT:
-            return None
-        return infer.LogLikelihoodResult.from_state_dict(state)
-    except (CheckpointError, TypeError):
-        return None
 
 
 def load_for_evaluation(run, args, test_sets=None):

@@ -57,7 +57,7 @@ def test_evaluate_with_k(trained_run, capsys):
                 "khat_above_0.7", "active_units", "kl_per_dim"):
         assert key in result
     # the summary is the fraction of the saved per-image k-hats above 0.7 (fitted: k >= 25)
-    from pyro_vae.runs import load_result
+    from pyro_vae.estimate_files import load_result
 
     khat = load_result(trained_run, 40, 0).khat
     fitted = khat[~khat.isnan()]

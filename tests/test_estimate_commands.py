@@ -102,7 +102,7 @@ def test_gaps_take_log_likelihood_from_the_saved_ais_estimate(run, capsys):
 def test_the_report_shows_every_estimate_against_compute(run, tmp_path):
     """After the tests above the run holds IWAE, AIS (two settings), BDMC (two) and gaps."""
     from pyro_vae.estimate_plots import plot_bound_vs_compute, saved_ais, saved_entries
-    from pyro_vae.runs import load_result
+    from pyro_vae.estimate_files import load_result
 
     ais, bdmc = saved_ais(run), saved_entries(run, "bdmc")
     assert [a["num_steps"] for a in ais] == [4, 6] and len(bdmc) == 2
