@@ -77,7 +77,7 @@ def test_pack_refuses_an_existing_folder_and_an_unevaluated_run(finished_run, tm
 
 @pytest.mark.parametrize("name, epoch", [("vamp_90min", 319), ("paper_vae", 971),
                                          ("paper_vamp", 409), ("paper_hvae", 674),
-                                         ("paper_hvae_vamp", 256)])
+                                         ("paper_hvae_vamp", 343)])
 def test_the_committed_pretrained_folders_load_and_match_the_published_mlp_vae(tmp_path, name,
                                                                                epoch):
     """models/pretrained/NAME: its weights load into the model its config describes, it
